@@ -1,0 +1,16 @@
+"""Hybrid local + global sparse attention, four ways (see SPEC.md for the contract).
+
+* :func:`dense_attention`   - full T x T scores and one mixed mask: the reference.
+* :func:`looped_attention`  - the explicit per-query loop: readable, slow.
+* :func:`unfold_attention`  - windows via ``unfold``: vectorized, (2w+1)x memory of K.
+* :func:`hybrid_attention`  - memory-linear backends (``blocked`` everywhere, more on GPU).
+"""
+from .dense import dense_attention
+from .dispatch import IMPLS, sparse_attention
+from .hybrid import BACKENDS, choose_backend, hybrid_attention
+from .layer import HybridSparseAttention
+from .looped import looped_attention
+from .unfold import unfold_attention
+
+__all__ = ["dense_attention", "looped_attention", "unfold_attention", "hybrid_attention",
+           "sparse_attention", "HybridSparseAttention", "BACKENDS", "IMPLS", "choose_backend"]

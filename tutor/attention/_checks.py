@@ -1,0 +1,89 @@
+"""Input checks shared by every attention implementation.
+
+Each check raises a ``TypeError`` (wrong kind of thing, wrong dtype) or ``ValueError`` (wrong
+shape, value or device) whose message names the argument and shows what it got, so a learner
+never meets a bare shape error from deep inside a matmul.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_window(window) -> int:
+    """A non-negative Python/NumPy/0-d-tensor integer; bools and floats are refused."""
+    if isinstance(window, bool) or isinstance(window, float) or \
+            (isinstance(window, Tensor) and window.is_floating_point()):
+        raise TypeError(f"window must be a non-negative int, got {type(window).__name__} {window!r}")
+    try:
+        w = operator.index(window)
+    except TypeError:
+        raise TypeError(f"window must be a non-negative int, got {type(window).__name__} {window!r}") from None
+    if w < 0:
+        raise ValueError(f"window must be a non-negative int, got {w}")
+    return w
+
+
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (B, H, T, Dh), got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, H, T, Dh), got {t.dim()}-D shape {tuple(t.shape)}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32, float16 or bfloat16 (float64 for gradcheck), got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got q on {q.device}, k on {k.device}, v on {v.device}")
+    if q.shape[:3] != k.shape[:3] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"k must have the same (B, H, T, Dh) as q: q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must have the same (B, H, T) as q: q {tuple(q.shape)}, v {tuple(v.shape)}")
+    if q.shape[2] == 0 or q.shape[3] == 0:
+        raise ValueError(f"q must have T >= 1 and Dh >= 1, got shape {tuple(q.shape)}")
+
+
+def check_flag_mask(name: str, mask: Optional[Tensor], q: Tensor) -> Optional[Tensor]:
+    """``mask`` is None or a bool (B, T) tensor on q's device."""
+    if mask is None:
+        return None
+    B, T = q.shape[0], q.shape[2]
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a bool tensor of shape (B, T) = ({B}, {T}) or None, "
+                        f"got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must have dtype torch.bool, got {mask.dtype} with shape {tuple(mask.shape)}")
+    if tuple(mask.shape) != (B, T):
+        raise ValueError(f"{name} must have shape (B, T) = ({B}, {T}) to match q {tuple(q.shape)}, "
+                         f"got {tuple(mask.shape)}")
+    if mask.device != q.device:
+        raise ValueError(f"{name} must be on q's device {q.device}, got {mask.device}")
+    return mask
+
+
+def check_scale(scale, q: Tensor) -> float:
+    """``scale`` defaults to ``1 / sqrt(Dh)``; otherwise a finite real number."""
+    if scale is None:
+        return 1.0 / math.sqrt(q.shape[-1])
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__} {scale!r}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return float(scale)
+
+
+def check_inputs(q, k, v, window, global_mask, key_padding_mask, scale):
+    """Validate the common arguments; returns ``(window, global_mask, key_padding_mask, scale)``."""
+    _check_qkv(q, k, v)
+    window = check_window(window)
+    global_mask = check_flag_mask("global_mask", global_mask, q)
+    key_padding_mask = check_flag_mask("key_padding_mask", key_padding_mask, q)
+    return window, global_mask, key_padding_mask, check_scale(scale, q)

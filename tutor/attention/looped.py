@@ -1,0 +1,59 @@
+"""The explicit loop: for each query, gather its allowed keys and do one small softmax.
+
+Written to be read, not to be fast: Python loops over B and T (heads are batched). The allowed
+keys of query ``i`` are built as a *set*, so a global key that also sits in the local window is
+scored once, and a global query reads every key (Longformer's symmetric global attention).
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from ._checks import check_inputs
+from ._common import masked_softmax
+
+
+def allowed_keys(i: int, T: int, window: int, is_global: List[bool], is_pad: List[bool],
+                 causal: bool = False) -> List[int]:
+    """Sorted key positions query ``i`` may attend (empty when ``i`` is padding)."""
+    if is_pad[i]:
+        return []
+    if is_global[i]:
+        keys = set(range(T))                                   # global row: read everything
+    else:
+        keys = set(range(max(0, i - window), min(T, i + window + 1)))
+        keys |= {j for j in range(T) if is_global[j]}          # every row reads global keys
+    if causal:
+        keys = {j for j in keys if j <= i}
+    return sorted(j for j in keys if not is_pad[j])
+
+
+def looped_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
+                     global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
+                     causal: bool = False, scale: Optional[float] = None, return_weights: bool = False):
+    """Same contract as :func:`dense_attention`, one query at a time (forward only in spirit).
+
+    q, k: (B, H, T, Dh); v: (B, H, T, Dv). Returns out (B, H, T, Dv) [, weights (B, H, T, T)].
+    """
+    window, global_mask, key_padding_mask, scale = check_inputs(
+        q, k, v, window, global_mask, key_padding_mask, scale)
+    B, H, T, _ = q.shape
+    out = torch.zeros(B, H, T, v.shape[-1], dtype=torch.float32, device=q.device)
+    weights = torch.zeros(B, H, T, T, dtype=torch.float32, device=q.device) if return_weights else None
+    for b in range(B):
+        is_global = [False] * T if global_mask is None else global_mask[b].tolist()
+        is_pad = [False] * T if key_padding_mask is None else key_padding_mask[b].tolist()
+        for i in range(T):
+            keys = allowed_keys(i, T, window, is_global, is_pad, causal)
+            if not keys:
+                continue                                       # no allowed key: the row stays 0
+            idx = torch.tensor(keys, device=q.device)          # (n,)
+            s = (k[b, :, idx].float() @ q[b, :, i].float()[:, :, None])[..., 0] * scale  # (H, n)
+            p = masked_softmax(s, torch.ones_like(s, dtype=torch.bool))                 # (H, n)
+            out[b, :, i] = (p[:, None, :] @ v[b, :, idx].float())[:, 0]          # (H, Dv)
+            if weights is not None:
+                weights[b, :, i, idx] = p
+    out = out.to(q.dtype)
+    return (out, weights) if return_weights else out
