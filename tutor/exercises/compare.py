@@ -1,0 +1,173 @@
+"""Comparators: ``compare(got, expected, case) -> None | message``.
+
+A message says what is wrong and where (the case, the shape, the index, the query) but never
+shows the expected value itself. Tensor comparisons use torch.testing-style tolerances.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+ATOL, RTOL = 1e-5, 1e-4
+
+
+def _type_name(x) -> str:
+    t = type(x)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
+
+
+def _shape(t: Tensor) -> str:
+    return str(tuple(t.shape))
+
+
+def tensor_problem(got, expected: Tensor, what: str = "your result") -> Optional[str]:
+    """Type, shape, dtype, device and NaN checks shared by every tensor comparison."""
+    if not isinstance(got, Tensor):
+        return f"{what} is a {_type_name(got)}, but it should be a torch.Tensor of shape {_shape(expected)}."
+    if got.shape != expected.shape:
+        return f"{what} has shape {_shape(got)}, but it should have shape {_shape(expected)}."
+    if got.dtype != expected.dtype:
+        return f"{what} has dtype {got.dtype}, but it should have dtype {expected.dtype}."
+    if got.device != expected.device:
+        return f"{what} is on device {got.device}, but it should stay on {expected.device} like the inputs."
+    if got.is_floating_point() and bool(torch.isnan(got).any()):
+        index = tuple(torch.nonzero(torch.isnan(got))[0].tolist())
+        return (f"{what} contains NaN (first at index {list(index)}). A row with no allowed key "
+                f"should give zeros: never take a softmax over nothing but -inf.")
+    return None
+
+
+def _mismatch(got: Tensor, expected: Tensor) -> Tensor:
+    """Bool tensor, True where got and expected disagree (exactly for bool/int, closely for float)."""
+    if got.is_floating_point():
+        return ~torch.isclose(got.detach(), expected, rtol=RTOL, atol=ATOL)
+    return got != expected
+
+
+def _largest_difference(got: Tensor, expected: Tensor) -> str:
+    if not got.is_floating_point():
+        return ""
+    diff = (got.detach().double() - expected.double()).abs().max().item()
+    return f" (largest difference {diff:.2g})"
+
+
+def compare_attention(got, expected: Tensor, case) -> Optional[str]:
+    """Attention outputs (B, H, T, D): name the query rows that differ."""
+    problem = tensor_problem(got, expected)
+    if problem:
+        return problem
+    bad = _mismatch(got, expected).flatten(3).any(-1).any(1)           # (B, T) rows that differ
+    if not bool(bad.any()):
+        return None
+    b, i = torch.nonzero(bad)[0].tolist()
+    rows = [f"sequence {s}: queries {torch.nonzero(bad[s]).flatten().tolist()}"
+            for s in range(bad.shape[0]) if bool(bad[s].any())]
+    return (f"the output row of {case.describe_query(b, i)} is not right"
+            f"{_largest_difference(got, expected)}. Rows that differ: {'; '.join(rows)}.")
+
+
+def compare_pairs(got, expected: Tensor, case) -> Optional[str]:
+    """(query, key) tables of shape (..., T, T): masks or attention maps; names the first wrong pair."""
+    problem = tensor_problem(got, expected)
+    if problem:
+        return problem
+    bad = _mismatch(got, expected)
+    if not bool(bad.any()):
+        return None
+    index = torch.nonzero(bad)[0].tolist()
+    i, j = index[-2], index[-1]
+    return (f"entry {index} (query {i}, key {j}) is not right{_largest_difference(got, expected)}; "
+            f"{int(bad.sum())} of {bad.numel()} entries differ.")
+
+
+def compare_tensor(got, expected: Tensor, case) -> Optional[str]:
+    """Any tensor: the first index that differs."""
+    problem = tensor_problem(got, expected)
+    if problem:
+        return problem
+    bad = _mismatch(got, expected)
+    if not bool(bad.any()):
+        return None
+    index = torch.nonzero(bad)[0].tolist()
+    return (f"entry {index} is not right{_largest_difference(got, expected)}; "
+            f"{int(bad.sum())} of {bad.numel()} entries differ.")
+
+
+def compare_windows(got, expected: Tensor, case) -> Optional[str]:
+    """Per-query window tables (..., T, slots): names the first wrong slot of a query."""
+    problem = tensor_problem(got, expected)
+    if problem:
+        return problem
+    bad = _mismatch(got, expected)
+    if not bool(bad.any()):
+        return None
+    index = torch.nonzero(bad)[0].tolist()
+    return (f"entry {index} (slot {index[-1]} of query {index[-2]}) is not right"
+            f"{_largest_difference(got, expected)}; {int(bad.sum())} of {bad.numel()} entries differ.")
+
+
+def as_int(got) -> Optional[int]:
+    """An integer answer as int, or None when it is not a whole-number type."""
+    if isinstance(got, bool) or isinstance(got, float):
+        return None
+    if isinstance(got, Tensor):
+        if got.numel() != 1 or got.is_floating_point() or got.dtype == torch.bool:
+            return None
+        return int(got.item())
+    try:
+        return operator.index(got)
+    except TypeError:
+        return None
+
+
+def compare_int(got, expected: int, case) -> Optional[str]:
+    """A whole number; floats are refused with a kind word."""
+    value = as_int(got)
+    if value is None:
+        if isinstance(got, float):
+            return f"you returned the float {got!r}; a count is a whole number, so return an int."
+        return f"you returned a {_type_name(got)}; it should be an int."
+    if value != expected:
+        return f"{value} is not the right count."
+    return None
+
+
+def compare_number(got, expected: float, case, rel: float = 1e-3) -> Optional[str]:
+    """A real number, right to a relative tolerance ``rel`` (a one-element tensor is fine too)."""
+    if isinstance(got, Tensor) and got.numel() == 1 and got.dtype != torch.bool:
+        got = got.item()
+    if isinstance(got, bool) or not isinstance(got, numbers.Real):
+        return f"you gave a {_type_name(got)}; it should be a number."
+    if not math.isfinite(float(got)) or not math.isclose(float(got), expected, rel_tol=rel):
+        return f"{got!r} is not right."
+    return None
+
+
+def compare_sorted_ints(got, expected: List[int], case) -> Optional[str]:
+    """A sorted list of distinct ints (key positions); says which of the learner's keys is wrong."""
+    if not isinstance(got, (list, tuple)):
+        return f"you returned a {_type_name(got)}; it should be a list of int key positions."
+    values = [as_int(x) for x in got]
+    if any(x is None for x in values):
+        bad = next(x for x, v in zip(got, values) if v is None)
+        return f"your list holds {bad!r} ({_type_name(bad)}); every entry should be an int position."
+    seen = set()
+    for x in values:
+        if x in seen:
+            return (f"key {x} appears twice. Each (query, key) pair enters the softmax once, "
+                    f"however many rules allow it.")
+        seen.add(x)
+    extra = sorted(seen - set(expected))
+    if extra:
+        return f"your list has key {extra[0]}, which this query may not attend."
+    missing = len(set(expected) - seen)
+    if missing:
+        return f"your list leaves out {missing} key(s) this query may attend."
+    if values != sorted(values):
+        return "the keys are right but not sorted: return them in increasing order."
+    return None

@@ -1,0 +1,193 @@
+"""The problem base: one small data-driven class per question, in the learntools spirit.
+
+A question class sets data (``id``, ``title``, ``_reference``, ``_cases``, ``_args``,
+``_compare``, ``_hints``, ``_solution``, ``_forbidden``); the base turns it into ``check``,
+``hint``, ``solution`` and ``reference``. ``check`` never raises: every failure of the learner's
+code comes back as a :class:`Result` whose status is ``"incorrect"`` and whose message names the
+input case and what differs, never the expected value.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import torch
+
+from . import progress
+from .compare import compare_number
+from .feedback import Result, is_blank, show
+from .sandbox import CallWatcher, TimeLimitExceeded, call_with_limit
+
+#: seconds one call of the learner's function may take (env TUTOR_CHECK_TIME_LIMIT overrides)
+TIME_LIMIT = float(os.environ.get("TUTOR_CHECK_TIME_LIMIT", "5"))
+
+
+def _resolve(dotted: str) -> Optional[Callable]:
+    """The function named ``dotted``, or None if it no longer exists (then nobody can call it)."""
+    module, _, name = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _clone(x):
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_clone(v) for v in x)
+    return x
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    return a == b
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+class Problem:
+    """Base of every question: ``check``, ``hint``, ``solution`` and ``reference`` from data."""
+    id: str = ""
+    title: str = ""
+    _name: str = ""             # the learner's function or variable in the notebook
+    _prompt: str = ""           # Markdown shown above the question in the notebook
+    _stub: str = ""             # the placeholder code the learner replaces
+    _solution: str = ""         # a solved version of ``_stub``
+    _hints: Sequence[str] = ()
+    _congrats: str = ""
+
+    def __repr__(self) -> str:
+        return f"<Question {self.id}: {self.title}>"
+
+    @property
+    def reference(self):
+        raise NotImplementedError
+
+    def _check(self, answer) -> Result:
+        raise NotImplementedError
+
+    def _result(self, status: str, message: str) -> Result:
+        return Result(self.id, status, message)
+
+    def check(self, answer) -> Result:
+        """Check ``answer``; displays kind, specific feedback and returns the :class:`Result`."""
+        try:
+            result = self._check(answer)
+        except Exception as exc:          # a checker bug must not take the learner's kernel down
+            result = self._result("incorrect", f"the checker could not judge this answer ({_short(exc)}).")
+        progress.record(result)
+        result.display()
+        return result
+
+    def hint(self, n: int = 1) -> None:
+        """Show hint ``n`` (1 = gentlest); the last one is close to the answer."""
+        if not self._hints:
+            show("No hint for this one.", "No hint for this one.")
+            return
+        n = max(1, min(int(n), len(self._hints)))
+        more = f" (more: `hint({n + 1})`)" if n < len(self._hints) else ""
+        text = f"Hint {n}/{len(self._hints)}{more}: {self._hints[n - 1]}"
+        show(text, text)
+
+    def solution(self) -> None:
+        """Show a solution. Try the hints first!"""
+        show(f"Solution for {self.id}:\n```python\n{self._solution.strip()}\n```",
+             f"Solution for {self.id}:\n{self._solution.strip()}")
+
+
+class FunctionProblem(Problem):
+    """The learner writes a function; it is called on ``_cases`` and compared with ``_reference``."""
+    _reference: Callable = None
+    _cases: Sequence = ()
+    _args: Sequence[str] = ()
+    _compare: Callable = None
+    _forbidden: Sequence[str] = ()     # dotted names of functions the answer must not call
+    _no_attention: bool = False        # also forbid every full attention implementation of tutor
+
+    @property
+    def reference(self) -> Callable:
+        return type(self)._reference
+
+    def _watched(self) -> list:
+        """The reference and every forbidden function: calling one of them is not doing the work."""
+        watched = [self.reference, *map(_resolve, self._forbidden)]
+        if self._no_attention:
+            from ..attention import IMPLS, BACKENDS
+            watched += [*IMPLS.values(), *(backend.fn for backend in BACKENDS.values())]
+            watched.append(_resolve("tutor.attention.dispatch.sparse_attention"))
+        return [fn for fn in watched if fn is not None]
+
+    def _arguments(self, case) -> Dict[str, Any]:
+        values = case.tensors()
+        return {name: values[name] for name in self._args}
+
+    def _check(self, fn) -> Result:
+        if is_blank(fn):
+            return self._result("not_attempted", "replace the placeholder with your function, then check it.")
+        if not callable(fn):
+            return self._result("incorrect", f"check() wants your function itself, e.g. `check(my_fn)` "
+                                             f"without parentheses; you gave a {type(fn).__name__}.")
+        watcher = CallWatcher([] if fn is self.reference else self._watched())
+        limit = TIME_LIMIT
+        for n, case in enumerate(self._cases):
+            args = self._arguments(case)
+            expected = self.reference(*_clone(list(args.values())))
+            given = _clone(list(args.values()))
+            value, error = call_with_limit(fn, tuple(given), limit, watcher)
+            if watcher.called:
+                return self._result("incorrect", (
+                    f"your function calls `{watcher.called[0]}`, which already does what this exercise "
+                    f"asks you to write, so the check cannot see your own work. You can do it: build it "
+                    f"from smaller pieces (`.hint()` shows which)."))
+            if isinstance(error, NotImplementedError) and n == 0:
+                return self._result("not_attempted", "your function still raises NotImplementedError: "
+                                                     "replace that line with your code.")
+            if isinstance(error, TimeLimitExceeded):
+                return self._result("incorrect", f"on case {case.label} your function did not finish within "
+                                                 f"{limit:g} s and was stopped. Is there a loop that never ends?")
+            if error is not None:
+                return self._result("incorrect", f"on case {case.label} your function raised {_short(error)}")
+            if value is None:
+                if n == 0:
+                    return self._result("not_attempted", "your function returned None. If you have written "
+                                                         "code, check that it ends with `return`.")
+                return self._result("incorrect", f"on case {case.label} your function returned None.")
+            for name, before, after in zip(args, args.values(), given):
+                if not _same(before, after):
+                    return self._result("incorrect", (
+                        f"on case {case.label} your function changed its argument `{name}` in place. "
+                        f"Leave inputs untouched: work on a copy or use out-of-place operations."))
+            problem = type(self)._compare(value, expected, case)
+            if problem:
+                return self._result("incorrect", f"on case {case.label}, {problem}")
+        return self._result("correct", f"all {len(self._cases)} cases pass. {self._congrats}".strip())
+
+
+class ValueProblem(Problem):
+    """The learner gives a value; ``_mistakes`` maps known wrong values to a targeted word."""
+    _value: Any = None
+    _compare: Callable = staticmethod(compare_number)
+    _mistakes: Dict[float, str] = {}
+
+    @property
+    def reference(self):
+        return self._value
+
+    def _check(self, answer) -> Result:
+        if is_blank(answer):
+            return self._result("not_attempted", "replace `____` with your answer, then check it.")
+        if callable(answer):
+            return self._result("incorrect", "this question wants a value, not a function.")
+        for wrong, word in self._mistakes.items():
+            if compare_number(answer, wrong, None) is None:
+                return self._result("incorrect", f"{answer!r} is not right: {word}")
+        problem = type(self)._compare(answer, self._value, None)
+        if problem:
+            return self._result("incorrect", problem)
+        return self._result("correct", f"{answer!r} is right. {self._congrats}".strip())

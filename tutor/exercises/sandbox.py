@@ -1,0 +1,127 @@
+"""Calling a learner's function safely: a time limit, and a watch for forbidden calls.
+
+:func:`call_with_limit` runs ``fn(*args)`` and returns ``(value, error)`` instead of raising, so a
+checker never takes the kernel down. A Python-level hang is interrupted after ``seconds``:
+
+* in the main thread on POSIX (a Jupyter kernel runs cells there) with ``signal.setitimer`` and a
+  ``SIGALRM`` handler that raises :class:`TimeLimitExceeded` inside the running loop;
+* elsewhere (a worker thread, Windows) in a daemon thread that is joined with a timeout and then
+  stopped with ``PyThreadState_SetAsyncExc`` (works for Python loops; a C call finishes first).
+
+:class:`CallWatcher` notes, through ``sys.setprofile``, whether any of a set of functions ran
+during the call: it identifies them by code object, so every alias of a reference is caught
+(``from tutor.attention import unfold_attention``, ``sparse_attention(impl="unfold")``, ...).
+"""
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+import threading
+from typing import Any, Callable, Iterable, Optional, Tuple
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised inside the learner's code when it runs past the time limit.
+
+    A ``BaseException`` so that a learner's ``except Exception:`` does not swallow it.
+    """
+
+
+def _code_of(fn: Callable) -> Optional[Any]:
+    fn = getattr(fn, "__wrapped__", fn)
+    return getattr(fn, "__code__", None)
+
+
+class CallWatcher:
+    """Context manager: ``called`` holds the names of watched functions that ran inside it."""
+
+    def __init__(self, functions: Iterable[Callable]):
+        self._codes = {}
+        for fn in functions:
+            code = _code_of(fn)
+            if code is not None:
+                self._codes[code] = f"{fn.__module__}.{fn.__qualname__}"
+        self.called: list = []
+
+    def _profile(self, frame, event, arg):
+        if event == "call":
+            name = self._codes.get(frame.f_code)
+            if name is not None and name not in self.called:
+                self.called.append(name)
+
+    def __enter__(self) -> "CallWatcher":
+        self._previous = sys.getprofile()
+        if self._codes:
+            sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.setprofile(self._previous)
+
+
+def _call_in_main_thread(fn: Callable, args: tuple, seconds: float) -> Tuple[Any, Optional[BaseException]]:
+    def on_alarm(signum, frame):
+        raise TimeLimitExceeded(f"ran for more than {seconds:g} s")
+
+    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+    previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            return fn(*args), None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)     # disarm before anything else can run
+    except TimeLimitExceeded as exc:
+        return None, exc
+    except (Exception, SystemExit) as exc:            # the learner's error, reported not raised
+        return None, exc
+    finally:
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_timer[0] > 0:                      # give an outer timer its time back
+            signal.setitimer(signal.ITIMER_REAL, *previous_timer)
+
+
+def _call_in_thread(fn: Callable, args: tuple, seconds: float,
+                    watcher: Optional[CallWatcher]) -> Tuple[Any, Optional[BaseException]]:
+    box: dict = {}
+
+    def target():
+        try:
+            if watcher is not None:
+                with watcher:
+                    box["value"] = fn(*args)
+            else:
+                box["value"] = fn(*args)
+        except BaseException as exc:                  # includes TimeLimitExceeded injected below
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="tutor-check", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident),
+                                                   ctypes.py_object(TimeLimitExceeded))
+        worker.join(1.0)
+        return None, TimeLimitExceeded(f"ran for more than {seconds:g} s")
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        return None, error
+    return box.get("value"), None
+
+
+def call_with_limit(fn: Callable, args: tuple, seconds: float,
+                    watcher: Optional[CallWatcher] = None) -> Tuple[Any, Optional[BaseException]]:
+    """Run ``fn(*args)`` for at most ``seconds``; returns ``(value, None)`` or ``(None, error)``.
+
+    ``KeyboardInterrupt`` still propagates (the learner pressed stop); every other exception,
+    ``SystemExit`` and :class:`TimeLimitExceeded` included, is returned as the error.
+    """
+    use_signal = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not use_signal:
+        return _call_in_thread(fn, args, seconds, watcher)
+    if watcher is None:
+        return _call_in_main_thread(fn, args, seconds)
+    with watcher:
+        return _call_in_main_thread(fn, args, seconds)
