@@ -5,3 +5,9 @@ aids (``widgets``, ``bench``, ``exercises``) -> the command line (``python -m tu
 Importing ``tutor`` is cheap and has no side effects; submodules load on first use.
 """
 __version__ = "0.1.0"
+
+
+def progress():
+    """Show which exercise questions you have solved (see :mod:`tutor.exercises.progress`)."""
+    from .exercises.progress import show_progress
+    return show_progress()

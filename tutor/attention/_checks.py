@@ -45,8 +45,8 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"q, k, v must be on one device, got q on {q.device}, k on {k.device}, v on {v.device}")
     if q.shape[:3] != k.shape[:3] or q.shape[3] != k.shape[3]:
         raise ValueError(f"k must have the same (B, H, T, Dh) as q: q {tuple(q.shape)}, k {tuple(k.shape)}")
-    if v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"v must have the same (B, H, T) as q: q {tuple(q.shape)}, v {tuple(v.shape)}")
+    if v.shape != q.shape:  # SPEC.md: q, k, v are all (B, H, T, Dh)
+        raise ValueError(f"v must have the same (B, H, T, Dh) as q: q {tuple(q.shape)}, v {tuple(v.shape)}")
     if q.shape[2] == 0 or q.shape[3] == 0:
         raise ValueError(f"q must have T >= 1 and Dh >= 1, got shape {tuple(q.shape)}")
 

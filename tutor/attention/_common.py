@@ -7,6 +7,11 @@ import torch
 from torch import Tensor
 
 
+def accum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype for scores and softmax statistics: float64 stays float64 (gradcheck), else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def masked_softmax(scores: Tensor, allowed: Tensor, dim: int = -1) -> Tensor:
     """Softmax over the allowed entries of ``scores`` (float32), exactly 0 elsewhere.
 
@@ -66,15 +71,16 @@ def scatter_rows(x: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor:
 
 
 def global_row_probs(q: Tensor, k: Tensor, idx: Tensor, valid: Tensor,
-                     key_padding_mask: Optional[Tensor], causal: bool, scale: float) -> Tensor:
+                     key_padding_mask: Optional[Tensor], causal: bool, scale: float,
+                     acc: torch.dtype = torch.float32) -> Tensor:
     """Softmax rows of the global queries: each reads every unpadded (and, if causal, earlier) key.
 
-    q, k: (B, H, T, Dh); idx, valid: (B, G). Returns float32 probabilities (B, H, G, T), zero
+    q, k: (B, H, T, Dh); idx, valid: (B, G). Returns probabilities (B, H, G, T) in ``acc``, zero
     rows for the invalid (padded) slots. Memory is G x T: linear in T for a fixed G.
     """
     T = q.shape[2]
-    qg = gather_tokens(q, idx).float()                                     # (B, H, G, Dh)
-    s = (qg @ k.float().transpose(-1, -2)) * scale                         # (B, H, G, T)
+    qg = gather_tokens(q, idx).to(acc)                                     # (B, H, G, Dh)
+    s = (qg @ k.to(acc).transpose(-1, -2)) * scale                         # (B, H, G, T)
     ok = valid[:, :, None].expand(-1, -1, T)                               # (B, G, T)
     if key_padding_mask is not None:
         ok = ok & ~key_padding_mask[:, None, :]

@@ -47,6 +47,12 @@ class HybridSparseAttention(nn.Module):
             raise TypeError(f"x must be a torch.Tensor of shape (B, T, dim), got {type(x).__name__}")
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, T, dim={self.dim}), got {tuple(x.shape)}")
+        weight = self.q_proj.weight
+        if x.dtype != weight.dtype:
+            raise TypeError(f"x must have the layer's dtype {weight.dtype}, got {x.dtype} with shape "
+                            f"{tuple(x.shape)} (convert x or the layer with .to(dtype))")
+        if x.device != weight.device:
+            raise ValueError(f"x must be on the layer's device {weight.device}, got {x.device}")
         B, T, _ = x.shape
 
         def heads(t: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_inputs
-from ._common import masked_softmax
+from ._common import accum_dtype, masked_softmax
 
 
 def allowed_keys(i: int, T: int, window: int, is_global: List[bool], is_pad: List[bool],
@@ -35,13 +35,14 @@ def looped_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                      causal: bool = False, scale: Optional[float] = None, return_weights: bool = False):
     """Same contract as :func:`dense_attention`, one query at a time (forward only in spirit).
 
-    q, k: (B, H, T, Dh); v: (B, H, T, Dv). Returns out (B, H, T, Dv) [, weights (B, H, T, T)].
+    q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
     B, H, T, _ = q.shape
-    out = torch.zeros(B, H, T, v.shape[-1], dtype=torch.float32, device=q.device)
-    weights = torch.zeros(B, H, T, T, dtype=torch.float32, device=q.device) if return_weights else None
+    acc = accum_dtype(q.dtype)
+    out = torch.zeros(B, H, T, v.shape[-1], dtype=acc, device=q.device)
+    weights = torch.zeros(B, H, T, T, dtype=acc, device=q.device) if return_weights else None
     for b in range(B):
         is_global = [False] * T if global_mask is None else global_mask[b].tolist()
         is_pad = [False] * T if key_padding_mask is None else key_padding_mask[b].tolist()
@@ -50,9 +51,9 @@ def looped_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
             if not keys:
                 continue                                       # no allowed key: the row stays 0
             idx = torch.tensor(keys, device=q.device)          # (n,)
-            s = (k[b, :, idx].float() @ q[b, :, i].float()[:, :, None])[..., 0] * scale  # (H, n)
+            s = (k[b, :, idx].to(acc) @ q[b, :, i].to(acc)[:, :, None])[..., 0] * scale  # (H, n)
             p = masked_softmax(s, torch.ones_like(s, dtype=torch.bool))                 # (H, n)
-            out[b, :, i] = (p[:, None, :] @ v[b, :, idx].float())[:, 0]          # (H, Dv)
+            out[b, :, i] = (p[:, None, :] @ v[b, :, idx].to(acc))[:, 0]          # (H, Dh)
             if weights is not None:
                 weights[b, :, i, idx] = p
     out = out.to(q.dtype)

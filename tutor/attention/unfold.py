@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_inputs
-from ._common import effective_globals, gather_tokens, global_index, global_row_probs, masked_softmax, scatter_rows
+from ._common import accum_dtype, effective_globals, gather_tokens, global_index, global_row_probs, masked_softmax, scatter_rows
 
 
 def unfold_windows(x: Tensor, window: int, fill=0) -> Tensor:
@@ -47,7 +47,7 @@ def unfold_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                      dropout_p: float = 0.0):
     """Same contract as :func:`dense_attention`, vectorized with unfold.
 
-    q, k: (B, H, T, Dh); v: (B, H, T, Dv). Returns out (B, H, T, Dv) [, weights (B, H, T, T)].
+    q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
@@ -58,16 +58,17 @@ def unfold_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     if is_global is None:
         is_global = torch.zeros(B, T, dtype=torch.bool, device=dev)
     idx, valid = global_index(is_global)                                   # (B, G), (B, G)
-    qf, kf, vf = q.float(), k.float(), v.float()
+    acc = accum_dtype(q.dtype)
+    qf, kf, vf = q.to(acc), k.to(acc), v.to(acc)
 
     # local part
     k_win = unfold_windows(kf, window)                                     # (B, H, T, 2w+1, Dh)
-    v_win = unfold_windows(vf, window)                                     # (B, H, T, 2w+1, Dv)
+    v_win = unfold_windows(vf, window)                                     # (B, H, T, 2w+1, Dh)
     s_loc = torch.einsum("bhtd,bhtrd->bhtr", qf, k_win) * scale            # (B, H, T, 2w+1)
     ok_loc = local_allowed(T, window, is_global, is_pad, causal)           # (B, T, 2w+1)
 
     # global columns
-    k_g, v_g = gather_tokens(kf, idx), gather_tokens(vf, idx)             # (B, H, G, Dh), (B, H, G, Dv)
+    k_g, v_g = gather_tokens(kf, idx), gather_tokens(vf, idx)             # (B, H, G, Dh) each
     s_glob = (qf @ k_g.transpose(-1, -2)) * scale                          # (B, H, T, G)
     ok_glob = valid[:, None, :] & ~is_pad[:, :, None]                      # (B, T, G)
     if causal:
@@ -78,12 +79,12 @@ def unfold_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                        torch.cat([ok_loc, ok_glob], -1)[:, None])          # (B, H, T, 2w+1+G)
     p_drop = F.dropout(p, dropout_p) if dropout_p > 0 else p
     p_loc, p_glob = p_drop.split([2 * window + 1, idx.shape[1]], dim=-1)
-    out = torch.einsum("bhtr,bhtrd->bhtd", p_loc, v_win) + p_glob @ v_g   # (B, H, T, Dv)
+    out = torch.einsum("bhtr,bhtrd->bhtd", p_loc, v_win) + p_glob @ v_g   # (B, H, T, Dh)
 
     # global rows: dense over all keys
-    p_rows = global_row_probs(q, k, idx, valid, key_padding_mask, causal, scale)  # (B, H, G, T)
+    p_rows = global_row_probs(q, k, idx, valid, key_padding_mask, causal, scale, acc)  # (B, H, G, T)
     p_rows_drop = F.dropout(p_rows, dropout_p) if dropout_p > 0 else p_rows
-    out = scatter_rows(out, idx, valid, p_rows_drop @ vf).to(q.dtype)     # (B, H, T, Dv)
+    out = scatter_rows(out, idx, valid, p_rows_drop @ vf).to(q.dtype)     # (B, H, T, Dh)
     if not return_weights:
         return out
 
@@ -91,7 +92,7 @@ def unfold_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     p_loc, p_glob = p.split([2 * window + 1, idx.shape[1]], dim=-1)
     cols = (torch.arange(T, device=dev)[:, None] - window
             + torch.arange(2 * window + 1, device=dev)[None, :]).clamp(0, T - 1)  # (T, 2w+1)
-    weights = torch.zeros(B, H, T, T, device=dev)
+    weights = torch.zeros(B, H, T, T, dtype=acc, device=dev)
     weights = weights.scatter_add(3, cols.expand(B, H, T, -1), p_loc)      # masked slots add 0
     weights = weights.scatter_add(3, idx[:, None, None, :].expand(B, H, T, -1), p_glob)
     weights = scatter_rows(weights, idx, valid, p_rows)                    # (B, H, T, T)
