@@ -34,7 +34,7 @@ def notebook_paths(args):
 def run(path: Path, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     env_before = dict(os.environ)
-    os.environ.update({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONHASHSEED": "0",
+    os.environ.update({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONHASHSEED": "0", "OMP_WAIT_POLICY": "PASSIVE",
                        "TQDM_DISABLE": "0", "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
     try:
         start = time.perf_counter()
