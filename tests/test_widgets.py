@@ -134,7 +134,7 @@ def test_attention_cost_formulas():
 def test_format_bytes():
     assert ex.format_bytes(512) == "512 B"
     assert ex.format_bytes(1536) == "1.5 KiB"
-    assert ex.format_bytes(3 * 2**30) == "3 GiB"
+    assert ex.format_bytes(3 * 2**30) == "3.0 GiB"
 
 
 def test_load_benchmarks_is_graceful(tmp_path):

@@ -27,6 +27,7 @@ from ..attention import HybridSparseAttention
 from ..attention.blocked import CHUNK_ELEMENTS, default_block_size
 from ..masks import (MaskMod, and_masks, create_mask, generate_causal, generate_global,
                      generate_local_window, hybrid_mask, or_masks)
+from .unfold import format_bytes  # noqa: F401  (re-exported for the widgets)
 from .masks import GLOBAL_COLOR, plot_attention_map
 
 __all__ = ["parse_positions", "global_flags", "explorer_dilated_mod", "explorer_random_mod",
@@ -166,14 +167,6 @@ def attention_cost(impl: str, T: int, window: int, G: int = 0, *, B: int = 1, H:
         macs = BH * Dh * (nb * b * (L + G) + G * T)
         elems = BH * n * (b + 2 * Dh) * (L + G) + BH * G * T
     return {"flops": 4.0 * macs, "memory_bytes": float((io + elems) * bytes_per_element)}
-
-
-def format_bytes(n: float) -> str:
-    """``1536 -> '1.5 KiB'``: bytes in binary units, three significant digits."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.3g} {unit}"
-        n /= 1024.0
 
 
 def _number(text) -> float:
