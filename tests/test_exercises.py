@@ -47,7 +47,7 @@ def test_questions_ids_order_and_counts():
     assert len(ids) == len(set(ids)) >= 15
     assert ids == sorted(ids, key=lambda s: (s[:2], int(s.split(".q")[1])))
     per_notebook = exercises.notebook_questions()
-    assert sorted(per_notebook) == ["00", "01", "02", "03", "04"]
+    assert sorted(per_notebook) == ["00", "01", "02", "03", "04", "05", "06"]
     assert all(len(qs) >= 3 for qs in per_notebook.values())
     q = exercises.question("03.q2")
     assert q.id == "03.q2" and callable(q.reference)
@@ -443,6 +443,9 @@ WRONG = {
               "global columns forgotten": lambda B, H, T, w, b, G: B * H * (-(-T // b) * b * (b + 2 * w) + G * T),
               "span of b + w": lambda B, H, T, w, b, G: B * H * (-(-T // b) * b * (b + w + G) + G * T)},
 }
+from test_exercises_05_06 import WRONG as WRONG_05_06  # noqa: E402  (the pattern zoo and training questions)
+
+WRONG.update(WRONG_05_06)
 WRONG_VALUES = {"00.q3": {"MB instead of MiB": 805.306368, "elements, not bytes": 192, "one head": 64,
                           "a guess": 700, "a string": "768"}}
 

@@ -10,6 +10,15 @@ combine them; :func:`hybrid_mask` materializes the Longformer/BigBird rule of SP
 
     allowed[b, i, j] = (|i - j| <= w  or  global[b, i]  or  global[b, j])
                        and (j <= i if causal)  and  not pad[b, i]  and  not pad[b, j]
+
+Two keyword options widen the local term (both off by default, so the rule above is unchanged):
+``dilation=d`` makes it the dilated window ``|i - j| <= w*d and (i - j) % d == 0``, and
+``pattern=mod`` ORs in any extra head-independent predicate (BigBird's random blocks, a block
+layout, LSH buckets). The pattern zoo lives in :mod:`tutor.patterns` and is re-exported here.
+
+A factory whose predicate reads per-sequence data or a fixed-size table records it on the
+predicate: ``mod.batch_size`` (B of its data) and ``mod.max_len`` (positions it covers);
+:func:`and_masks` / :func:`or_masks` pass them on and :func:`hybrid_mask` checks them.
 """
 from __future__ import annotations
 
@@ -20,16 +29,45 @@ from torch import Tensor
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
+#: the pattern zoo, defined in :mod:`tutor.patterns` and importable from here too (lazily)
+_ZOO = ("generate_block_sparse", "generate_block_diagonal", "generate_strided", "generate_fixed_summary",
+        "bigbird_random_table", "layout_from_table", "generate_bigbird_random", "lsh_buckets", "generate_lsh_buckets",
+        "count_pairs")
+
 __all__ = [
     "MaskMod", "generate_local_window", "generate_causal", "generate_causal_window",
-    "generate_global", "generate_key_padding", "and_masks", "or_masks", "create_mask",
-    "hybrid_mask_mod", "hybrid_mask", "count_allowed",
+    "generate_dilated_window", "generate_global", "generate_key_padding", "and_masks", "or_masks",
+    "create_mask", "hybrid_mask_mod", "hybrid_mask", "count_allowed", *_ZOO,
 ]
 
 
-def _named(fn: MaskMod, name: str) -> MaskMod:
+def __getattr__(name: str):
+    """Re-export the zoo of :mod:`tutor.patterns` without a circular import at load time."""
+    if name in _ZOO:
+        from . import patterns
+        return getattr(patterns, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _named(fn: MaskMod, name: str, *parts: MaskMod) -> MaskMod:
+    """Set ``fn.__name__``; inherit ``batch_size`` / ``max_len`` from ``parts`` (the most demanding)."""
     fn.__name__ = name
+    sizes = [getattr(p, "batch_size", None) for p in parts]
+    lens = [getattr(p, "max_len", None) for p in parts]
+    if any(x is not None for x in sizes):
+        fn.batch_size = max(x for x in sizes if x is not None)
+    if any(x is not None for x in lens):
+        fn.max_len = min(x for x in lens if x is not None)
     return fn
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; bools, floats and strings are refused (TypeError)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
 
 
 def generate_local_window(window: int) -> MaskMod:
@@ -50,6 +88,24 @@ def generate_causal_window(window: int) -> MaskMod:
     """Causal sliding window: ``0 <= i - j <= window``."""
     return _named(and_masks(generate_local_window(window), generate_causal()),
                   f"causal_local_w{window}")
+
+
+def generate_dilated_window(window: int, dilation: int = 1) -> MaskMod:
+    """Dilated window (Longformer's dilated heads): ``|i - j| <= w*d and (i - j) % d == 0``.
+
+    Still ``2w + 1`` keys per query, spread over a span of ``2wd + 1``; ``dilation=1`` is
+    :func:`generate_local_window`.
+    """
+    _check_int("window", window, 0)
+    _check_int("dilation", dilation, 1)
+    if dilation == 1:
+        return generate_local_window(window)
+    reach = window * dilation
+
+    def dilated(b, h, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        return (d.abs() <= reach) & (d % dilation == 0)
+    return _named(dilated, f"dilated_w{window}_d{dilation}")
 
 
 def generate_global(global_mask: Tensor) -> MaskMod:
@@ -82,7 +138,7 @@ def and_masks(*mask_mods: MaskMod) -> MaskMod:
         for mod in mask_mods[1:]:
             result = result & mod(b, h, q_idx, kv_idx)
         return result
-    return _named(and_mask, " & ".join(m.__name__ for m in mask_mods))
+    return _named(and_mask, " & ".join(m.__name__ for m in mask_mods), *mask_mods)
 
 
 def or_masks(*mask_mods: MaskMod) -> MaskMod:
@@ -95,7 +151,7 @@ def or_masks(*mask_mods: MaskMod) -> MaskMod:
         for mod in mask_mods[1:]:
             result = result | mod(b, h, q_idx, kv_idx)
         return result
-    return _named(or_mask, " | ".join(m.__name__ for m in mask_mods))
+    return _named(or_mask, " | ".join(m.__name__ for m in mask_mods), *mask_mods)
 
 
 def create_mask(mask_mod: MaskMod, B: int, T: int, device=None) -> Tensor:
@@ -107,10 +163,37 @@ def create_mask(mask_mod: MaskMod, B: int, T: int, device=None) -> Tensor:
     return mask_mod(b, h, q_idx, kv_idx).expand(B, T, T).clone()  # (B, T, T)
 
 
+def check_dilation(dilation) -> int:
+    """``dilation`` is a positive int (1 = the plain window)."""
+    return _check_int("dilation", dilation, 1)
+
+
+def check_pattern(pattern: Optional[MaskMod]) -> Optional[MaskMod]:
+    """``pattern`` is None or a mask_mod predicate ``(b, h, q_idx, kv_idx) -> bool``."""
+    if pattern is not None and not callable(pattern):
+        raise TypeError(f"pattern must be a mask_mod (b, h, q_idx, kv_idx) -> bool or None, "
+                        f"got {type(pattern).__name__}")
+    return pattern
+
+
+def _head_free(pattern: MaskMod) -> MaskMod:
+    """``pattern`` evaluated for head 0 whatever the head: the extra term is head-independent."""
+    def pattern_h0(b, h, q_idx, kv_idx):
+        return pattern(b, h * 0, q_idx, kv_idx)
+    return _named(pattern_h0, getattr(pattern, "__name__", "pattern"), pattern)
+
+
 def hybrid_mask_mod(window: int, global_mask: Optional[Tensor] = None,
-                    key_padding_mask: Optional[Tensor] = None, *, causal: bool = False) -> MaskMod:
-    """The SPEC.md rule as one predicate: (local | global) & causal & not padding."""
-    mod = generate_local_window(window)
+                    key_padding_mask: Optional[Tensor] = None, *, causal: bool = False,
+                    dilation: int = 1, pattern: Optional[MaskMod] = None) -> MaskMod:
+    """The SPEC.md rule as one predicate: (local | pattern | global) & causal & not padding.
+
+    ``dilation`` turns the local term into :func:`generate_dilated_window`; ``pattern`` (any
+    mask_mod, called with head 0) is OR-ed into it.
+    """
+    mod = generate_dilated_window(window, dilation)
+    if check_pattern(pattern) is not None:
+        mod = or_masks(mod, _head_free(pattern))
     if global_mask is not None:
         mod = or_masks(mod, generate_global(global_mask))
     if causal:
@@ -134,11 +217,12 @@ def _check_flag(name: str, mask: Optional[Tensor], T: int) -> Optional[Tensor]:
 
 def hybrid_mask(T: int, window: int, global_mask: Optional[Tensor] = None,
                 key_padding_mask: Optional[Tensor] = None, *, causal: bool = False,
-                device=None) -> Tensor:
-    """Materialize the hybrid local + global rule of SPEC.md.
+                device=None, dilation: int = 1, pattern: Optional[MaskMod] = None) -> Tensor:
+    """Materialize the hybrid local + global rule of SPEC.md (with ``dilation`` / ``pattern``).
 
-    Returns bool (B, T, T) where B comes from the masks, or (1, T, T) when both are None;
-    True means query i may attend key j. Padded query rows are all False.
+    Returns bool (B, T, T) where B comes from the masks (or from ``pattern.batch_size`` for a
+    per-sequence pattern), (1, T, T) when there is none; True means query i may attend key j.
+    Padded query rows are all False.
     """
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise ValueError(f"T must be a positive int, got {T!r}")
@@ -146,6 +230,8 @@ def hybrid_mask(T: int, window: int, global_mask: Optional[Tensor] = None,
         raise TypeError(f"window must be a non-negative int, got {type(window).__name__} {window!r}")
     if window < 0:
         raise ValueError(f"window must be a non-negative int, got {window}")
+    check_dilation(dilation)
+    check_pattern(pattern)
     global_mask = _check_flag("global_mask", global_mask, T)
     key_padding_mask = _check_flag("key_padding_mask", key_padding_mask, T)
     if global_mask is not None and key_padding_mask is not None \
@@ -156,9 +242,26 @@ def hybrid_mask(T: int, window: int, global_mask: Optional[Tensor] = None,
         device = next((m.device for m in (global_mask, key_padding_mask) if m is not None), None)
     global_mask = None if global_mask is None else global_mask.to(device)
     key_padding_mask = None if key_padding_mask is None else key_padding_mask.to(device)
-    B = next((m.shape[0] for m in (global_mask, key_padding_mask) if m is not None), 1)
-    mod = hybrid_mask_mod(window, global_mask, key_padding_mask, causal=causal)
+    B = next((m.shape[0] for m in (global_mask, key_padding_mask) if m is not None), None)
+    B = pattern_batch(pattern, B, T)
+    mod = hybrid_mask_mod(window, global_mask, key_padding_mask, causal=causal, dilation=dilation,
+                          pattern=pattern)
     return create_mask(mod, B, T, device=device)
+
+
+def pattern_batch(pattern: Optional[MaskMod], B: Optional[int], T: int) -> int:
+    """The batch size to evaluate with: B of the masks, else ``pattern.batch_size``, else 1.
+
+    Raises ValueError when a per-sequence pattern disagrees with B or covers fewer than T positions.
+    """
+    name = getattr(pattern, "__name__", "pattern")
+    max_len = getattr(pattern, "max_len", None)
+    if max_len is not None and T > max_len:
+        raise ValueError(f"pattern {name!r} covers positions < {max_len}, but T={T}")
+    pb = getattr(pattern, "batch_size", None)
+    if pb is not None and B is not None and pb != B:
+        raise ValueError(f"pattern {name!r} was built for B={pb} sequences, but the masks have B={B}")
+    return B if B is not None else (pb or 1)
 
 
 def count_allowed(mask: Tensor) -> int:

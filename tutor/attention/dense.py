@@ -11,29 +11,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..masks import hybrid_mask
+from ..masks import MaskMod, hybrid_mask
 from ._checks import check_inputs
-from ._common import masked_softmax
+from ._common import accum_dtype, masked_softmax
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                     global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                     causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
-                    dropout_p: float = 0.0):
+                    dropout_p: float = 0.0, dilation: int = 1, pattern: Optional[MaskMod] = None):
     """Hybrid local + global attention computed densely.
 
-    q, k: (B, H, T, Dh); v: (B, H, T, Dv); global_mask, key_padding_mask: (B, T) bool or None.
-    Returns out (B, H, T, Dv) in q's dtype, and with ``return_weights`` also the (B, H, T, T)
-    probabilities (float32, zero where not allowed; before dropout). ``dropout_p`` drops
-    probabilities (the caller decides when, e.g. only in training).
+    q, k, v: (B, H, T, Dh); global_mask, key_padding_mask: (B, T) bool or None.
+    Returns out (B, H, T, Dh) in q's dtype, and with ``return_weights`` also the (B, H, T, T)
+    probabilities (float32, or float64 for float64 inputs; zero where not allowed; before
+    dropout). ``dropout_p`` drops probabilities (the caller decides when, e.g. only in training).
+    ``dilation`` and ``pattern`` widen the local term (see :func:`tutor.masks.hybrid_mask`):
+    a dilated window, and any extra mask_mod OR-ed in (BigBird random blocks, LSH buckets, ...).
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
     T = q.shape[2]
-    allowed = hybrid_mask(T, window, global_mask, key_padding_mask, causal=causal,
-                          device=q.device)[:, None]                        # (B or 1, 1, T, T)
-    scores = (q.float() @ k.float().transpose(-1, -2)) * scale             # (B, H, T, T)
+    allowed = hybrid_mask(T, window, global_mask, key_padding_mask, causal=causal, device=q.device,
+                          dilation=dilation, pattern=pattern)[:, None]     # (B or 1, 1, T, T)
+    if allowed.shape[0] not in (1, q.shape[0]):
+        raise ValueError(f"pattern {pattern.__name__!r} was built for B={allowed.shape[0]} sequences, "
+                         f"but q has shape {tuple(q.shape)}")
+    acc = accum_dtype(q.dtype)
+    scores = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale             # (B, H, T, T)
     weights = masked_softmax(scores, allowed)                              # (B, H, T, T)
     p = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    out = (p @ v.float()).to(q.dtype)                                      # (B, H, T, Dv)
+    out = (p @ v.to(acc)).to(q.dtype)                                      # (B, H, T, Dh)
     return (out, weights) if return_weights else out

@@ -6,7 +6,7 @@
     q.hint(); q.hint(2); q.solution()    # tiered hints; the solution is one explicit call away
     q.reference                          # what the checker treats as correct
 
-One module per course notebook (``nb00`` ... ``nb04``) holds one small data class per question;
+One module per course notebook (``nb00`` ... ``nb06``) holds one small data class per question;
 ``problem`` is their base, ``sandbox`` runs learner code under a time limit, ``progress`` saves
 what you solved, ``grading`` grades whole notebooks (``python -m tutor grade PATH``) and
 ``authoring`` writes the exercise and solution notebooks from the question data.
@@ -21,7 +21,7 @@ from .problem import FunctionProblem, Problem, ValueProblem
 from .progress import keep_progress
 
 #: question modules, in course order
-MODULES = ("nb00", "nb01", "nb02", "nb03", "nb04")
+MODULES = ("nb00", "nb01", "nb02", "nb03", "nb04", "nb05", "nb06")
 
 __all__ = ["____", "question", "questions", "notebook_questions", "show_progress", "keep_progress", "Problem",
            "FunctionProblem", "ValueProblem", "Result", "is_blank", "MODULES"]
