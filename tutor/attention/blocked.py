@@ -1,15 +1,35 @@
 """Memory-linear blocked hybrid attention in pure PyTorch (CPU and GPU).
 
-Queries are cut into blocks of ``b``; block ``n`` (queries ``n*b .. n*b+b-1``) can only see keys
-``n*b - w .. n*b + b - 1 + w``: a *key span* of ``L = b + 2w``. Scores are (b x L) per block, so
-the work is O(T * (b + 2w + G)) and nothing of size T x T, nor the (B, H, T, 2w+1, Dh) window
-tensor of ``unfold``, is ever built. Global keys join every block as G extra columns of the same
-softmax; global rows are one dense pass over G queries. Blocks are processed in chunks so the
-peak memory is capped whatever T is.
+Queries are cut into blocks of ``b``. Block ``n`` (queries ``n*b .. n*b+b-1``) only needs keys
+``n*b - w .. n*b + b - 1 + w``, which lie in the key blocks ``n - r .. n + r`` with
+``r = ceil(w / b)`` (``n - r .. n`` when causal): a *key span* of ``ns = 2r + 1`` blocks. Scores
+are (b x ns*b) per block, so the work is O(T * (ns*b + G)) and nothing of size T x T, nor
+unfold's (B, H, T, 2w+1, Dh) window tensor, is ever built. With the default ``b ~ w`` the span is
+3 blocks, exactly ``b + 2w`` keys.
+
+How it stays fast and lean:
+
+* Each chunk of query blocks copies the slice of K and V it needs *once*, block-major
+  (n_blocks, B*H, b, Dh); padding happens only at the two ends of the sequence. The j-th key
+  block of every query block is then the contiguous slice ``[j : j+n]``: ``ns`` plain batched
+  matmuls, no overlapping span tensor.
+* Masks are *additive* and finite (``MASKED = -1e30``): the static band enters the matmul
+  (``baddbmm``) only for the key blocks it cuts; padding and the sequence ends add a small
+  (n, B, ns*b) bias in place, only in chunks that need it. A row with nothing allowed (a padded
+  query) stays finite and is zeroed at the end, so no NaN ever reaches autograd.
+* The G global keys are G extra columns of the same softmax; a global key inside a window is
+  scored by the window and masked in its global column, so every pair counts once. Global rows
+  are one dense pass over the G global queries, written over their rows.
+* Chunks of query blocks cap the scores held at once (``CHUNK_ELEMENTS``), whatever T is.
+
+Softmax statistics are float32 (float64 for float64 inputs). On CPU the matmuls run in that
+dtype; on CUDA, half-precision inference keeps the matmuls in the input dtype with float32
+outputs (tensor cores, FlashAttention-style); training upcasts.
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Optional
 
 import torch
@@ -17,30 +37,89 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_inputs
-from ._common import effective_globals, gather_tokens, global_index, global_row_probs, masked_softmax, scatter_rows
+from ._common import effective_globals, gather_tokens, global_index, global_row_probs, scatter_rows
 
-#: scores (float32 elements) one chunk of query blocks may hold at once
-CHUNK_ELEMENTS = 1 << 22
+#: score elements one chunk of query blocks may hold at once on CPU (cache-friendly chunks)
+CHUNK_ELEMENTS = 1 << 20
+#: the same on CUDA, where fewer and larger launches win
+CUDA_CHUNK_ELEMENTS = 1 << 26
+#: additive mask value: exp(MASKED - max) is exactly 0, yet a fully masked row stays finite
+MASKED = -1e30
 
 
 def default_block_size(window: int, T: int) -> int:
-    """A power of two near ``w`` (at least 16, at most 256), never much larger than T."""
-    b = 1 << max(4, min(8, math.ceil(math.log2(max(window, 1)))))
+    """Query block ``b``: the power of two nearest ``w`` within [32, 128], at most about T.
+
+    With ``b = w`` a block's span is exactly 3 blocks (``b + 2w = 3b``): matmuls big enough to
+    be efficient, and only 1.5x the allowed pairs scored inside the span.
+    """
+    b = 1 << min(7, max(5, round(math.log2(max(window, 1)))))
     return max(1, min(b, 1 << math.ceil(math.log2(T))))
 
 
-def _span_view(x: Tensor, n0: int, n1: int, b: int, window: int, T: int, fill=0) -> Tensor:
-    """Key spans of query blocks n0..n1-1: x (B, H, T, D) -> (B, H, n, L, D); x (B, T) -> (B, n, L).
+def _edge_slice(x: Tensor, lo: int, hi: int, fill=0) -> Tensor:
+    """Positions ``lo .. hi-1`` of x along T (dim 2 of (B, H, T, D), dim 1 of (B, T)).
 
-    Only the slice of x the chunk needs is padded (a small copy), then unfolded as a view.
+    A view when ``[lo, hi)`` lies inside ``[0, T)``; otherwise only this slice is padded.
     """
-    s, e = n0 * b - window, n1 * b + window                                # span of the chunk
-    lo, hi = max(s, 0), min(e, T)
-    if x.dim() == 4:
-        xs = F.pad(x[:, :, lo:hi], (0, 0, lo - s, e - hi), value=fill)      # (B, H, n*b+2w, D)
-        return xs.unfold(2, b + 2 * window, b).transpose(-1, -2)           # (B, H, n, L, D)
-    xs = F.pad(x[:, lo:hi], (lo - s, e - hi), value=fill)                  # (B, n*b+2w)
-    return xs.unfold(1, b + 2 * window, b)                                 # (B, n, L)
+    dim = 2 if x.dim() == 4 else 1
+    T = x.shape[dim]
+    a, z = max(lo, 0), min(hi, T)
+    xs = x.narrow(dim, a, max(z - a, 0))
+    if a == lo and z == hi:
+        return xs
+    pad = (a - lo, hi - z) if dim == 1 else (0, 0, a - lo, hi - z)
+    return F.pad(xs, pad, value=fill)                                      # (B, H, hi-lo, D) or (B, hi-lo)
+
+
+def _blocks(x: Tensor, lo: int, hi: int, b: int, dtype) -> Tensor:
+    """Positions ``lo .. hi-1`` of x (B, H, T, D) as blocks, block-major: (nblk, B*H, b, D).
+
+    A fresh copy, the chunk's only copy of q, K or V: slices ``[j : j+n]`` of it are contiguous
+    (n*B*H, b, D) batches for ``bmm``.
+    """
+    B, H, _, D = x.shape
+    blocks = _edge_slice(x, lo, hi).reshape(B * H, (hi - lo) // b, b, D).transpose(0, 1)  # (nblk, B*H, b, D)
+    return torch.empty(blocks.shape, dtype=dtype, device=x.device).copy_(blocks)
+
+
+def _band_bias(b: int, r: int, ns: int, window: int, causal: bool, dtype, device) -> Tensor:
+    """Static mask of a query block against its ``ns`` key blocks (the first is block ``n - r``).
+
+    Query offset ``rq`` meets span slot ``c`` (key ``(n-r)*b + c``): ``d = i - j = rq + r*b - c``.
+    Returns (b, ns*b): 0 where the local rule allows the pair, MASKED elsewhere.
+    """
+    d = torch.arange(b, device=device)[:, None] + r * b - torch.arange(ns * b, device=device)[None, :]  # (b, ns*b)
+    band = (d >= 0) & (d <= window) if causal else d.abs() <= window     # (b, ns*b)
+    return torch.zeros(b, ns * b, dtype=dtype, device=device).masked_fill_(~band, MASKED)
+
+
+@lru_cache(maxsize=None)
+def _has_out_dtype(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``bmm(a, b, out_dtype=float32)`` works for ``dtype`` inputs on ``device`` (tried once)."""
+    try:
+        a = torch.ones(1, 2, 2, device=device, dtype=dtype)
+        return bool(torch.bmm(a, a, out_dtype=torch.float32).dtype == torch.float32)
+    except (TypeError, RuntimeError, NotImplementedError):  # older torch or device: we upcast instead
+        return False
+
+
+def _scores(qb: Tensor, kb: Tensor, bias: Optional[Tensor], acc) -> Tensor:
+    """qb (M, b, D) @ kb (M, c, D)^T [+ bias (b, c)] -> (M, b, c) in ``acc``."""
+    if qb.dtype != acc:                                                    # CUDA half: fp32 out of the MMA
+        s = torch.bmm(qb, kb.transpose(1, 2), out_dtype=acc)
+        return s if bias is None else s.add_(bias)
+    if bias is None:
+        return torch.bmm(qb, kb.transpose(1, 2))                           # (M, b, c)
+    return torch.baddbmm(bias, qb, kb.transpose(1, 2))                     # (M, b, c)
+
+
+def _pv(o: Optional[Tensor], p: Tensor, vb: Tensor, acc) -> Tensor:
+    """o (M, b, D) += p (M, b, c) @ vb (M, c, D), accumulated in ``acc``."""
+    if vb.dtype != acc:
+        pv = torch.bmm(p.to(vb.dtype), vb, out_dtype=acc)
+        return pv if o is None else o.add_(pv)
+    return torch.bmm(p, vb) if o is None else o.baddbmm_(p, vb)
 
 
 def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
@@ -49,73 +128,112 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                       dropout_p: float = 0.0, block_size: Optional[int] = None):
     """Same contract as :func:`dense_attention`, in O(T) memory.
 
-    q, k: (B, H, T, Dh); v: (B, H, T, Dv). Returns out (B, H, T, Dv) [, weights (B, H, T, T)].
+    q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
     ``block_size`` overrides the query block ``b`` (default: :func:`default_block_size`).
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
-    B, H, T, _ = q.shape
-    Dv = v.shape[-1]
-    dev = q.device
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
+        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+    B, H, T, Dh = q.shape
+    BH, dev = B * H, q.device
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    # half-precision inference on CUDA: matmuls in the input dtype, float32 scores and outputs
+    mm = q.dtype if (q.is_cuda and q.dtype != acc and not grad and _has_out_dtype(q.device, q.dtype)) else acc
+
     b = block_size or default_block_size(window, T)
-    L = b + 2 * window
+    r = math.ceil(window / b)                                              # key blocks on each side
+    ns = r + 1 if causal else 2 * r + 1                                    # key blocks per query block
+    Ls = ns * b                                                            # span length
     nb = math.ceil(T / b)
-    is_pad = key_padding_mask if key_padding_mask is not None else torch.zeros(B, T, dtype=torch.bool, device=dev)
     is_global = effective_globals(global_mask, key_padding_mask)
     if is_global is None:
         is_global = torch.zeros(B, T, dtype=torch.bool, device=dev)
-    idx, valid = global_index(is_global)                                   # (B, G)
+    idx, valid = global_index(is_global)                                   # (B, G), (B, G)
     G = idx.shape[1]
-    k_g, v_g = gather_tokens(k, idx).float(), gather_tokens(v, idx).float()  # (B, H, G, D*)
+    if G:
+        k_g = gather_tokens(k, idx).to(mm).reshape(BH, G, Dh)            # (B*H, G, Dh)
+        v_g = gather_tokens(v, idx).to(mm).reshape(BH, G, Dh)            # (B*H, G, Dh)
+    has_pad = key_padding_mask is not None and bool(key_padding_mask.any())
+    key_out = key_padding_mask if has_pad else torch.zeros(B, T, dtype=torch.bool, device=dev)
+    band = _band_bias(b, r, ns, window, causal, acc, dev)                  # (b, Ls)
+    cut = [bool((band[:, j * b:(j + 1) * b] != 0).any()) for j in range(ns)]  # blocks the band cuts
+    budget = CUDA_CHUNK_ELEMENTS if q.is_cuda else CHUNK_ELEMENTS
+    chunk = max(1, budget // max(1, BH * b * (Ls + G)))
 
-    # static part of the local rule inside a block: d = i - j = r - c + w
-    d = torch.arange(b, device=dev)[:, None] - torch.arange(L, device=dev)[None, :] + window  # (b, L)
-    band = (d >= 0) & (d <= window) if causal else d.abs() <= window       # (b, L)
-    q_pad = F.pad(is_pad, (0, nb * b - T), value=True)                     # (B, nb*b) tail = padding
-    chunk = max(1, CHUNK_ELEMENTS // max(1, B * H * b * (L + G)))
-
+    out = None if (grad or return_weights) else torch.empty(BH, nb * b, Dh, dtype=acc, device=dev)
     outs, weight_rows = [], []
     for n0 in range(0, nb, chunk):
         n1 = min(nb, n0 + chunk)
-        n, t0, t1 = n1 - n0, n0 * b, min(n1 * b, T)
-        qc = F.pad(q[:, :, t0:t1].float(), (0, 0, 0, n * b - (t1 - t0)))  # (B, H, n*b, Dh)
-        k_span = _span_view(k.float(), n0, n1, b, window, T)              # (B, H, n, L, Dh)
-        v_span = _span_view(v.float(), n0, n1, b, window, T)              # (B, H, n, L, Dv)
-        key_out = _span_view(is_pad | is_global, n0, n1, b, window, T, True)  # (B, n, L)
-        qpad = q_pad[:, t0:n1 * b].view(B, n, b)                           # (B, n, b)
-
-        s_loc = (qc.view(B, H, n, b, -1) @ k_span.transpose(-1, -2)) * scale  # (B, H, n, b, L)
-        ok_loc = band & ~key_out[:, :, None, :] & ~qpad[..., None]         # (B, n, b, L)
-        s_glob = (qc @ k_g.transpose(-1, -2)) * scale                      # (B, H, n*b, G)
-        ok_glob = valid[:, None, :] & ~qpad.reshape(B, n * b, 1)           # (B, n*b, G)
-        if causal:
-            i = torch.arange(t0, n1 * b, device=dev)
-            ok_glob = ok_glob & (idx[:, None, :] <= i[None, :, None])
-
-        p = masked_softmax(torch.cat([s_loc.reshape(B, H, n * b, L), s_glob], -1),
-                           torch.cat([ok_loc.reshape(B, n * b, L), ok_glob], -1)[:, None])  # (B, H, n*b, L+G)
+        n, t0, M = n1 - n0, n0 * b, (n1 - n0) * BH
+        lo = (n0 - r) * b                                                  # first key of the chunk
+        qb = _blocks(q, t0, n1 * b, b, mm).mul_(scale).view(M, b, Dh)      # (n*B*H, b, Dh)
+        kb = _blocks(k, lo, lo + (n + ns - 1) * b, b, mm)                  # (n+ns-1, B*H, b, Dh)
+        vb = _blocks(v, lo, lo + (n + ns - 1) * b, b, mm)
+        pieces = [_scores(qb, kb[j:j + n].view(M, b, Dh), band[:, j * b:(j + 1) * b] if cut[j] else None, acc)
+                  for j in range(ns)]                                      # ns x (n*B*H, b, b)
+        if G:
+            pieces.append(_scores(qb, k_g.expand(n, BH, G, Dh).reshape(M, G, Dh), None, acc))  # (M, b, G)
+        s = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]    # (n*B*H, b, Ls+G)
+        s5 = s.view(n, B, H, b, Ls + G)                                    # (n, B, H, b, Ls+G)
+        if lo < 0 or lo + (n + ns - 1) * b > T or has_pad:                # sequence ends / padding
+            k_out = _edge_slice(key_out, lo, lo + (n + ns - 1) * b, True).unfold(1, Ls, b)  # (B, n, Ls)
+            k_bias = torch.zeros(k_out.shape, dtype=acc, device=dev).masked_fill_(k_out, MASKED)
+            s5[..., :Ls].add_(k_bias.transpose(0, 1)[:, :, None, None, :])  # (n, B, 1, 1, Ls)
+        if G:
+            i = torch.arange(t0, t0 + n * b, device=dev)[None, :, None]    # query positions
+            gap = i - idx[:, None, :]                                      # (B, n*b, G)
+            ok_g = valid[:, None, :] & ((gap > window) if causal else (gap.abs() > window))
+            g_bias = torch.zeros(ok_g.shape, dtype=acc, device=dev).masked_fill_(~ok_g, MASKED)
+            s5[..., Ls:].add_(g_bias.view(B, n, b, G).transpose(0, 1)[:, :, None])  # (n, B, 1, b, G)
+        p = torch.softmax(s, dim=-1)                                       # (n*B*H, b, Ls+G)
         p_drop = F.dropout(p, dropout_p) if dropout_p > 0 else p
-        p_loc, p_glob = p_drop.split([L, G], dim=-1)
-        o = (p_loc.view(B, H, n, b, L) @ v_span).reshape(B, H, n * b, Dv) + p_glob @ v_g  # (B, H, n*b, Dv)
-        outs.append(o[:, :, : t1 - t0])
+        o = None
+        for j in range(ns):                                                # o: (n*B*H, b, Dh)
+            o = _pv(o, p_drop[:, :, j * b:(j + 1) * b], vb[j:j + n].view(M, b, Dh), acc)
+        if G:
+            o = _pv(o, p_drop[:, :, Ls:], v_g.expand(n, BH, G, Dh).reshape(M, G, Dh), acc)  # (M, b, Dh)
+        o = o.view(n, BH, b, Dh).transpose(0, 1)                           # (B*H, n, b, Dh)
+        if out is not None:
+            out[:, t0:n1 * b].view(BH, n, b, Dh).copy_(o)                  # (B*H, n, b, Dh)
+        else:
+            outs.append(o.reshape(BH, n * b, Dh))                          # (B*H, n*b, Dh)
         if return_weights:
-            weight_rows.append(_weights_chunk(p[:, :, : t1 - t0], idx, n0, b, window, L, T))
-    out = torch.cat(outs, dim=2)                                           # (B, H, T, Dv)
+            p_chunk = p.view(n, B, H, b, Ls + G).permute(1, 2, 0, 3, 4).reshape(B, H, n * b, Ls + G)  # (B, H, n*b, Ls+G)
+            weight_rows.append(_weights_chunk(p_chunk[:, :, :min(T - t0, n * b)], idx, t0, b, r, Ls, T))
+    out = (out if out is not None else torch.cat(outs, dim=1))[:, :T].view(B, H, T, Dh)  # (B, H, T, Dh)
 
-    p_rows = global_row_probs(q, k, idx, valid, key_padding_mask, causal, scale)  # (B, H, G, T)
-    p_rows_drop = F.dropout(p_rows, dropout_p) if dropout_p > 0 else p_rows
-    out = scatter_rows(out, idx, valid, p_rows_drop @ v.float()).to(q.dtype)  # (B, H, T, Dv)
+    inplace = not (grad or return_weights)                                 # out is our own buffer then
+    if G:
+        p_rows = global_row_probs(q, k, idx, valid, key_padding_mask, causal, scale, acc)  # (B, H, G, T)
+        p_rows_drop = F.dropout(p_rows, dropout_p) if dropout_p > 0 else p_rows
+        g_out = p_rows_drop @ v.to(acc)                                    # (B, H, G, Dh)
+        if inplace:
+            bi, gi = valid.nonzero(as_tuple=True)                          # real global slots
+            out[bi, :, idx[bi, gi]] = g_out[bi, :, gi]
+        else:
+            out = scatter_rows(out, idx, valid, g_out)                     # (B, H, T, Dh)
+    if has_pad:                                                            # padded queries read nothing
+        pad = key_padding_mask[:, None, :, None]
+        out = out.masked_fill_(pad, 0.0) if inplace else out.masked_fill(pad, 0.0)
+    out = out.to(q.dtype).contiguous()
     if not return_weights:
         return out
-    weights = scatter_rows(torch.cat(weight_rows, dim=2), idx, valid, p_rows)  # (B, H, T, T)
+    weights = torch.cat(weight_rows, dim=2)                                # (B, H, T, T)
+    if G:
+        weights = scatter_rows(weights, idx, valid, p_rows)
+    if has_pad:
+        weights = weights.masked_fill(key_padding_mask[:, None, :, None], 0.0)
     return out, weights
 
 
-def _weights_chunk(p: Tensor, idx: Tensor, n0: int, b: int, window: int, L: int, T: int) -> Tensor:
-    """Scatter a chunk's [span | global] probabilities (B, H, t, L+G) into rows (B, H, t, T)."""
+def _weights_chunk(p: Tensor, idx: Tensor, t0: int, b: int, r: int, Ls: int, T: int) -> Tensor:
+    """Scatter a chunk's [span | global] probabilities (B, H, t, Ls+G) into rows (B, H, t, T)."""
     B, H, t, _ = p.shape
-    rows = torch.arange(n0 * b, n0 * b + t, device=p.device)               # query positions
-    cols = (rows // b * b - window)[:, None] + torch.arange(L, device=p.device)[None, :]  # (t, L)
-    w = torch.zeros(B, H, t, T, device=p.device)
-    w = w.scatter_add(3, cols.clamp(0, T - 1).expand(B, H, t, L), p[..., :L])  # masked slots add 0
-    return w.scatter_add(3, idx[:, None, None, :].expand(B, H, t, -1), p[..., L:])
+    rows = torch.arange(t0, t0 + t, device=p.device)                       # query positions
+    cols = (rows // b * b - r * b)[:, None] + torch.arange(Ls, device=p.device)[None, :]  # (t, Ls)
+    w = torch.zeros(B, H, t, T, dtype=p.dtype, device=p.device)
+    # out-of-range slots are masked (probability exactly 0), so clamping them adds nothing
+    w = w.scatter_add(3, cols.clamp(0, T - 1).expand(B, H, t, Ls), p[..., :Ls])  # (B, H, t, T)
+    return w.scatter_add(3, idx[:, None, None, :].expand(B, H, t, -1), p[..., Ls:])

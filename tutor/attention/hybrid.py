@@ -1,60 +1,105 @@
 """``hybrid_attention``: one entry point over the memory-linear backends.
 
-Each backend is registered with a function that says whether it can run on given inputs (and
-why not). ``backend="auto"`` picks the first that can, in order of preference for the device;
-naming an unavailable backend raises a ``ValueError`` that says why and what to use instead.
+* ``blocked`` - pure PyTorch, query blocks against key spans (:mod:`.blocked`); every device,
+  every dtype, autograd, weights, dropout.
+* ``flex``    - compiled FlexAttention with a sparse BlockMask (:mod:`.flex`); CPU inference,
+  CUDA inference and training.
+* ``triton``  - a FlashAttention-style Triton kernel (:mod:`.triton_kernel`); forward only.
+
+Each backend comes with a probe ``why_not(q, needs_grad, return_weights, dropout=False)`` that
+returns None when it can run the inputs and a reason otherwise. Naming a backend that cannot run
+raises a ``ValueError`` with that reason; ``backend="auto"`` takes the first backend of
+:func:`auto_order` that can run.
 """
 from __future__ import annotations
 
+import importlib
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
+import torch
 from torch import Tensor
 
 from ._checks import check_inputs
 from .blocked import blocked_attention
-
+from .flex import flex_attention_hybrid, flex_why_not
 
 @dataclass(frozen=True)
 class Backend:
-    """A hybrid backend: its function and a probe ``why_not(q, needs_grad, return_weights) -> str | None``."""
+    """A hybrid backend: its function and a probe ``why_not(q, needs_grad, return_weights, dropout)``."""
     name: str
     fn: Callable
-    why_not: Callable[[Tensor, bool, bool], Optional[str]]
+    why_not: Callable[..., Optional[str]]
+    summary: str = ""
 
 
-def _always(q, needs_grad, return_weights):
+def _blocked_why_not(q, needs_grad, return_weights, dropout=False):
     return None
 
 
+def _triton_why_not(q, needs_grad, return_weights, dropout=False):
+    # importing triton_kernel imports triton, which reads TRITON_INTERPRET: only when asked
+    return importlib.import_module(".triton_kernel", __package__).triton_why_not(q, needs_grad, return_weights, dropout)
+
+
+def triton_backend_fn(*args, **kwargs):
+    """Runs :func:`tutor.attention.triton_kernel.triton_hybrid_attention` (imported on first use)."""
+    return importlib.import_module(".triton_kernel", __package__).triton_hybrid_attention(*args, **kwargs)
+
+
 BACKENDS: Dict[str, Backend] = {
-    "blocked": Backend("blocked", blocked_attention, _always),
+    "blocked": Backend("blocked", blocked_attention, _blocked_why_not,
+                       "pure PyTorch query blocks x key spans; any device and dtype, autograd"),
+    "flex": Backend("flex", flex_attention_hybrid, flex_why_not,
+                    "compiled FlexAttention, sparse BlockMask; CPU inference, CUDA train+infer"),
+    "triton": Backend("triton", triton_backend_fn, _triton_why_not,
+                      "FlashAttention-style Triton kernel; CUDA, forward only"),
 }
 
-#: preference order of ``auto`` per device type (first available wins)
-AUTO_ORDER: Dict[str, Tuple[str, ...]] = {"cuda": ("blocked",), "cpu": ("blocked",)}
+#: backends that failed at run time under ``auto`` (e.g. no working compiler): not tried again
+_BROKEN: set = set()
+
+#: extra backends registered at run time, tried first by ``auto`` on the listed device types
+_PREFERRED: Dict[str, Tuple[str, ...]] = {}
 
 
 def register_backend(backend: Backend, *, prefer_on: Tuple[str, ...] = ()) -> None:
     """Add a backend; ``prefer_on`` device types put it first in ``auto``'s order there."""
     BACKENDS[backend.name] = backend
     for device in prefer_on:
-        AUTO_ORDER[device] = (backend.name,) + tuple(n for n in AUTO_ORDER.get(device, ()) if n != backend.name)
+        _PREFERRED[device] = (backend.name,) + tuple(n for n in _PREFERRED.get(device, ()) if n != backend.name)
+
+
+def auto_order(q: Tensor, needs_grad: bool) -> Tuple[str, ...]:
+    """Backends ``auto`` tries, fastest first, for q's device and grad need.
+
+    CUDA: Triton then flex for inference, flex then blocked for training (the usual ranking of
+    fused kernels over eager PyTorch; not measured here, no GPU was available). CPU: blocked,
+    always: measured faster than compiled FlexAttention for w = 32..256 in float32, float16
+    and bfloat16 (docs/benchmarks/cpu.md), and it never waits for a compiler.
+    """
+    dev = q.device.type
+    if dev == "cuda":
+        order = ("flex", "blocked") if needs_grad else ("triton", "flex", "blocked")
+    else:
+        order = ("blocked",)
+    return _PREFERRED.get(dev, ()) + order
 
 
 def choose_backend(q: Tensor, backend: str = "auto", *, needs_grad: bool = False,
-                   return_weights: bool = False) -> Backend:
+                   return_weights: bool = False, dropout: bool = False) -> Backend:
     """The backend that will run: the named one if it can, else the best ``auto`` choice."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend == "auto":
-        for name in AUTO_ORDER.get(q.device.type, ("blocked",)):
-            if name in BACKENDS and BACKENDS[name].why_not(q, needs_grad, return_weights) is None:
+        for name in auto_order(q, needs_grad):
+            if name in BACKENDS and name not in _BROKEN and BACKENDS[name].why_not(q, needs_grad, return_weights, dropout) is None:
                 return BACKENDS[name]
         return BACKENDS["blocked"]
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {backend!r}")
-    reason = BACKENDS[backend].why_not(q, needs_grad, return_weights)
+    reason = BACKENDS[backend].why_not(q, needs_grad, return_weights, dropout)
     if reason is not None:
         raise ValueError(f"backend={backend!r} cannot run here: {reason}. "
                          f"Use backend='auto' or backend='blocked' (works everywhere).")
@@ -67,13 +112,23 @@ def hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                      backend: str = "auto", dropout_p: float = 0.0):
     """Memory-linear local + global attention (SPEC.md), on the chosen backend.
 
-    q, k: (B, H, T, Dh); v: (B, H, T, Dv); global_mask, key_padding_mask: (B, T) bool or None.
-    Returns out (B, H, T, Dv) [, weights (B, H, T, T)]. ``backend``: "auto" | "blocked" | ...
-    (see ``BACKENDS``).
+    q, k, v: (B, H, T, Dh); global_mask, key_padding_mask: (B, T) bool or None.
+    Returns out (B, H, T, Dh) [, weights (B, H, T, T)]. ``backend``: "auto" | "blocked" |
+    "flex" | "triton" (see ``BACKENDS``; "auto" picks by device and grad need, see ``auto_order``).
     """
     check_inputs(q, k, v, window, global_mask, key_padding_mask, scale)
-    needs_grad = any(t.requires_grad for t in (q, k, v)) or dropout_p > 0
-    chosen = choose_backend(q, backend, needs_grad=needs_grad, return_weights=return_weights)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    chosen = choose_backend(q, backend, needs_grad=needs_grad, return_weights=return_weights,
+                            dropout=dropout_p > 0)
     kwargs = {"dropout_p": dropout_p} if dropout_p > 0 else {}
-    return chosen.fn(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
-                     return_weights=return_weights, **kwargs)
+    args = (q, k, v, window, global_mask, key_padding_mask)
+    kwargs.update(causal=causal, scale=scale, return_weights=return_weights)
+    if backend != "auto" or chosen.name == "blocked":
+        return chosen.fn(*args, **kwargs)
+    try:
+        return chosen.fn(*args, **kwargs)
+    except Exception as exc:  # auto only chose it for speed: fall back to the backend that always runs
+        _BROKEN.add(chosen.name)
+        warnings.warn(f"hybrid_attention(backend='auto'): {chosen.name!r} failed ({type(exc).__name__}: "
+                      f"{str(exc)[:200]}); using 'blocked' from now on in this process", RuntimeWarning)
+        return BACKENDS["blocked"].fn(*args, **kwargs)

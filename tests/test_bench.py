@@ -1,0 +1,125 @@
+"""``tutor.bench`` and the figures of ``tutor.viz.blocks``: right columns, sane values, clear errors.
+
+No timing assertions: speed claims live in the benchmark's output (docs/benchmarks/), never in a
+timed test on a shared machine.
+"""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from tutor import bench
+from tutor.masks import count_allowed, hybrid_mask
+from tutor.viz.blocks import plot_benchmark, plot_query_blocks, plot_roofline, plot_tile_states
+
+
+@pytest.mark.parametrize("T, window, G, causal", [(1, 0, 0, False), (17, 2, 2, False), (17, 2, 3, True),
+                                                  (40, 50, 1, False), (64, 4, 5, True), (33, 0, 4, False)])
+def test_allowed_pairs_matches_the_mask(T, window, G, causal):
+    gm = torch.zeros(1, T, dtype=torch.bool)
+    gm[0, bench.global_positions(T, G)] = True
+    want = count_allowed(hybrid_mask(T, window, gm, causal=causal))
+    assert bench.allowed_pairs(T, window, bench.global_positions(T, G), causal) == want
+
+
+def test_quick_run_writes_the_csv_and_plot(tmp_path, capsys):
+    """A tiny run, in this process (memory in child processes): columns exact, values sane."""
+    out, png = tmp_path / "res.csv", tmp_path / "res.png"
+    rc = bench.main(["--quick", "--T", "64", "--impls", "dense,unfold,hybrid:blocked",
+                     "--csv", str(out), "--plot", str(png)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "hybrid" in printed and "speedup" in printed
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == bench.COLUMNS
+        rows = list(reader)
+    assert [(r["impl"], r["backend"], int(r["T"])) for r in rows] == [
+        ("dense", "sdpa", 64), ("unfold", "torch", 64), ("hybrid", "blocked", 64)]
+    for r in rows:
+        assert (r["device"], r["dtype"], r["B"], r["H"], r["Dh"], r["window"], r["G"]) == \
+            ("cpu", "float32", "1", "2", "16", "8", "2")
+        assert float(r["time_ms"]) > 0 and float(r["speedup_vs_dense"]) > 0
+        assert 0 <= float(r["peak_mem_mb"]) < 500
+        assert float(r["max_err"]) < 1e-5
+        if r["impl"] == "dense":
+            assert float(r["speedup_vs_dense"]) == 1.0 and float(r["max_err"]) == 0.0
+    assert png.stat().st_size > 1000
+
+
+def test_skips_are_reported_and_leave_empty_cells(tmp_path, capsys):
+    out = tmp_path / "res.csv"
+    rc = bench.main(["--quick", "--T", "512", "--impls", "dense,hybrid:blocked", "--max-gb", "1e-3",
+                     "--mem", "none", "--csv", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "skipped dense at T=512" in printed and "no dense reference" in printed
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert [r["impl"] for r in rows] == ["hybrid"]              # dense needs ~1.3 MB, blocked less
+    assert all(r["speedup_vs_dense"] == "" and r["max_err"] == "" and r["peak_mem_mb"] == "" for r in rows)
+
+
+@pytest.mark.parametrize("argv, word", [(["--T", "0"], "--T"), (["--window", "-1"], "--window"),
+                                        (["--impls", "dense,fast"], "fast"), (["--repeats", "0"], "--repeats")])
+def test_bad_options_exit_2_naming_the_option(argv, word, capsys):
+    assert bench.main(argv) == 2
+    assert word in capsys.readouterr().err
+
+
+def test_python_m_tutor_bench_forwards():
+    from tutor.__main__ import main as tutor_main
+    assert tutor_main(["bench", "--T", "0"]) == 2
+
+
+def test_why_skip_and_estimates():
+    s = bench.Setting(1, 4, 131072, 64, 64, 2, "float32", "cpu")
+    q = torch.zeros(1, 1, 1, 64)
+    assert "GB" in bench.why_skip("dense", s, q, 8.0)          # 5 * T^2 bytes ~ 86 GB
+    assert "looped only" in bench.why_skip("looped", s, q, 8.0)
+    assert bench.why_skip("hybrid:blocked", s, q, 8.0) is None
+    assert "CUDA" in bench.why_skip("hybrid:triton", s, q, 8.0) or "triton" in bench.why_skip("hybrid:triton", s, q, 8.0)
+
+
+def test_roofline_fraction():
+    s = bench.Setting(1, 1, 1024, 64, 0, 0, "float16", "cuda")
+    flops = 4 * 64 * 1024                                       # w = 0: one pair per row
+    nbytes = 4 * 1024 * 64 * 2
+    peaks = (100.0, 10.0, 1000.0)                               # TFLOP/s half, float, GB/s
+    want = max(flops / 100e12, nbytes / 1000e9) / 1e-3
+    assert math.isclose(bench.roofline(s, 1.0, peaks), want)
+
+
+def test_plots_return_figures_with_the_data():
+    rows = [dict(impl="dense", backend="sdpa", device="cpu", dtype="float32", B=1, H=2, T=T, Dh=16, window=8,
+                 G=2, time_ms=T / 10, peak_mem_mb="", speedup_vs_dense=1.0, max_err=0.0) for T in (64, 128)]
+    rows.append(dict(rows[0], impl="hybrid", backend="blocked", T=128, time_ms=1.0, peak_mem_mb=2.0))
+    fig = plot_benchmark(rows)
+    assert isinstance(fig, Figure)
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert "dense" in labels and "hybrid:blocked" in labels
+    dense_line = fig.axes[0].lines[labels.index("dense")]
+    np.testing.assert_allclose(dense_line.get_ydata(), [6.4, 12.8])
+    with pytest.raises(ValueError, match="rows"):
+        plot_benchmark([])
+
+    fig = plot_roofline(100, 1000, {"a": 1.0, "b": 1000.0})
+    ys = {line.get_label().split(":")[0]: line.get_ydata()[0] for line in fig.axes[0].lines[1:]
+          if not line.get_label().startswith("_")}
+    assert ys == {"a": 1.0, "b": 100.0}                         # 1 FLOP/B * 1 TB/s; capped at peak
+    with pytest.raises(ValueError):
+        plot_roofline(100, 1000, {"a": 0.0})
+
+    fig = plot_tile_states(np.array([[2, 1, 0], [1, 2, 1], [0, 1, 2]]))
+    assert "7 of 9 tiles" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="0/1/2"):
+        plot_tile_states(np.array([[3]]))
+
+    fig = plot_query_blocks(16, 2, 4, [5])
+    assert len(fig.axes[0].patches) >= 2 * 4                    # a needed and a scored span per block
+    with pytest.raises(ValueError, match="block"):
+        plot_query_blocks(16, 2, 0)

@@ -1,0 +1,184 @@
+"""A FlashAttention-style Triton kernel for hybrid local + global attention (forward only).
+
+One program owns a tile of ``BLOCK_M`` queries of one (batch, head). It walks the key tiles of
+its band (keys ``m0 - w .. m0 + BLOCK_M - 1 + w``; only up to ``m0 + BLOCK_M - 1`` when causal),
+then the tiles of the G global keys (gathered by position), keeping the *online softmax* state
+in registers: running max ``m``, running sum ``l`` and the unnormalized output ``acc``. Each new
+tile rescales the old state by ``exp(m_old - m_new)``; nothing of size T x T or even
+BLOCK_M x (2w+1) is written to memory. Scores and statistics are float32, the P @ V product
+runs in the input dtype (tensor cores), the output is written once in the input dtype.
+
+A global key inside a query's window is scored by the band and masked in the global pass, so
+each pair counts once. A row with no allowed key (a padded query) keeps ``l = 0`` and outputs 0.
+The G global *rows* read every key: they are one dense pass in PyTorch (G x T), written over
+their rows afterwards. Float32 inputs use IEEE float32 dot products (no TF32), to stay within
+the tolerance of the float32 reference.
+
+Triton is optional: without it this module still imports (so the kernel can be read), and
+:func:`triton_why_not` says why it cannot run. On CPU it runs only under ``TRITON_INTERPRET=1``
+(set before triton is imported): Triton's interpreter, slow, for tests on small shapes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from types import SimpleNamespace
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ._checks import check_inputs
+from ._common import effective_globals, global_index, global_row_probs, scatter_rows
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the kernel below stays readable; triton_why_not explains the rest
+    triton = None
+    tl = SimpleNamespace(constexpr=None)
+
+
+def hybrid_fwd_kernel(Q, K, V, O, PAD, GIDX, GVALID,
+                      stride_b, stride_h, stride_t, H, T, Dh, G, window, qk_scale,
+                      CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, PRECISION: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                      BLOCK_G: tl.constexpr):
+    """Program (query tile, b*H + h): out rows of local + global attention, online softmax."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    base = b * stride_b + (pid_bh % H) * stride_h                          # this (batch, head)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                       # query positions
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d[None, :] < Dh
+    q = tl.load(Q + base + offs_m[:, None] * stride_t + offs_d[None, :],
+                mask=(offs_m[:, None] < T) & d_ok, other=0.0)              # (BLOCK_M, BLOCK_D)
+    q_dead = offs_m >= T                                                   # rows that read nothing
+    if HAS_PAD:
+        q_dead = q_dead | (tl.load(PAD + b * T + offs_m, mask=offs_m < T, other=1) != 0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)                    # running max (log2 units)
+    l_i = tl.zeros([BLOCK_M], tl.float32)                                  # running sum of exp
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)                         # running P @ V
+
+    # 1) the band: key tiles that can fall inside some query's window
+    lo = tl.maximum(pid_m * BLOCK_M - window, 0)
+    lo = (lo // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        hi = tl.minimum(pid_m * BLOCK_M + BLOCK_M, T)
+    else:
+        hi = tl.minimum(pid_m * BLOCK_M + BLOCK_M + window, T)
+    for start in range(lo, hi, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        k = tl.load(K + base + offs_n[:, None] * stride_t + offs_d[None, :],
+                    mask=(offs_n[:, None] < T) & d_ok, other=0.0)          # (BLOCK_N, BLOCK_D)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale   # (BLOCK_M, BLOCK_N)
+        gap = offs_m[:, None] - offs_n[None, :]                            # i - j
+        ok = (offs_n[None, :] < T) & (gap <= window) & ~q_dead[:, None]
+        if CAUSAL:
+            ok = ok & (gap >= 0)
+        else:
+            ok = ok & (gap >= -window)
+        if HAS_PAD:
+            ok = ok & (tl.load(PAD + b * T + offs_n, mask=offs_n < T, other=1) == 0)[None, :]
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)               # all masked so far: no NaN
+        p = tl.exp2(s - m_use[:, None])                                    # masked -> exactly 0
+        alpha = tl.exp2(m_i - m_use)
+        v = tl.load(V + base + offs_n[:, None] * stride_t + offs_d[None, :],
+                    mask=(offs_n[:, None] < T) & d_ok, other=0.0)          # (BLOCK_N, BLOCK_D)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+
+    # 2) the global keys, gathered by position; those inside the window were counted above
+    for g0 in range(0, G, BLOCK_G):
+        offs_g = g0 + tl.arange(0, BLOCK_G)
+        g_pos = tl.load(GIDX + b * G + offs_g, mask=offs_g < G, other=0)
+        g_ok = tl.load(GVALID + b * G + offs_g, mask=offs_g < G, other=0) != 0
+        kg = tl.load(K + base + g_pos[:, None] * stride_t + offs_d[None, :],
+                     mask=g_ok[:, None] & d_ok, other=0.0)                 # (BLOCK_G, BLOCK_D)
+        s = tl.dot(q, tl.trans(kg), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_G)
+        gap = offs_m[:, None] - g_pos[None, :]
+        ok = g_ok[None, :] & ~q_dead[:, None] & (gap > window)
+        if not CAUSAL:
+            ok = ok | (g_ok[None, :] & ~q_dead[:, None] & (gap < -window))
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+        vg = tl.load(V + base + g_pos[:, None] * stride_t + offs_d[None, :],
+                     mask=g_ok[:, None] & d_ok, other=0.0)                 # (BLOCK_G, BLOCK_D)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vg.dtype), vg, input_precision=PRECISION)
+        m_i = m_new
+
+    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]                       # empty rows stay 0
+    tl.store(O + base + offs_m[:, None] * stride_t + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=(offs_m[:, None] < T) & d_ok)
+
+
+_jitted = triton.jit(hybrid_fwd_kernel) if triton is not None else None
+
+
+def triton_why_not(q: Tensor, needs_grad: bool, return_weights: bool, dropout: bool = False) -> Optional[str]:
+    """Why the Triton backend cannot run these inputs (None when it can)."""
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed (pip install triton)"
+    if needs_grad:
+        return "forward only: the Triton kernel has no backward; use backend='flex' or 'blocked' to train"
+    if return_weights:
+        return "the Triton kernel never materializes the (T, T) weights; use return_weights=False"
+    if dropout:
+        return "the Triton kernel has no attention dropout"
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"the Triton kernel supports float32, float16 and bfloat16, not {q.dtype}"
+    if q.shape[-1] > 256:
+        return f"the Triton kernel supports Dh <= 256, got Dh={q.shape[-1]}"
+    if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "Triton needs a CUDA GPU (on CPU only under TRITON_INTERPRET=1, its slow interpreter)"
+    if q.device.type not in ("cpu", "cuda"):
+        return f"Triton is not set up for device type {q.device.type!r} here"
+    return None
+
+
+def triton_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
+                            global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
+                            causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
+                            block_m: Optional[int] = None, block_n: Optional[int] = None) -> Tensor:
+    """SPEC.md attention with the Triton kernel. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh)."""
+    window, global_mask, key_padding_mask, scale = check_inputs(
+        q, k, v, window, global_mask, key_padding_mask, scale)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    reason = triton_why_not(q, needs_grad, return_weights)
+    if reason is not None:
+        raise ValueError(f"backend='triton' cannot run here: {reason}")
+    B, H, T, Dh = q.shape
+    q, k, v = (x.contiguous() for x in (q, k, v))                          # one (B, H, T, Dh) layout
+    is_global = effective_globals(global_mask, key_padding_mask)
+    if is_global is None:
+        is_global = torch.zeros(B, T, dtype=torch.bool, device=q.device)
+    idx, valid = global_index(is_global)                                   # (B, G)
+    G = idx.shape[1]
+    pad = (key_padding_mask if key_padding_mask is not None
+           else torch.zeros(B, T, dtype=torch.bool, device=q.device)).to(torch.int8).contiguous()
+    interpreting = q.device.type == "cpu"
+    block_d = max(16, triton.next_power_of_2(Dh))
+    block_m = block_m or (32 if interpreting else 64)
+    block_n = block_n or (32 if interpreting else (64 if block_d <= 64 else 32))
+    out = torch.empty_like(q)
+    grid = (triton.cdiv(T, block_m), B * H)
+    _jitted[grid](q, k, v, out, pad, idx.to(torch.int32).contiguous(), valid.to(torch.int8).contiguous(),
+                  q.stride(0), q.stride(1), q.stride(2), H, T, Dh, G, window,
+                  scale * 1.4426950408889634,                               # exp(x) = exp2(x * log2 e)
+                  CAUSAL=bool(causal), HAS_PAD=key_padding_mask is not None,
+                  PRECISION="ieee" if q.dtype == torch.float32 else None,
+                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_G=16)
+    if G:
+        acc = torch.float32
+        p_rows = global_row_probs(q, k, idx, valid, key_padding_mask, causal, scale, acc)  # (B, H, G, T)
+        out = scatter_rows(out, idx, valid, p_rows @ v.to(acc))           # (B, H, T, Dh)
+    return out
