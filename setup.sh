@@ -6,7 +6,8 @@
 #
 # Steps, each skipped when already done:
 #   1. torch, CPU build, first (so step 2 never pulls CUDA wheels): pip install "$TORCH_SPEC"
-#   2. pip install -e ".[dev]"   (the tutor package, notebooks' and tests' dependencies)
+#   2. pip install -e ".[dev]"   (the tutor package, notebooks' and tests' dependencies);
+#      on Linux x86-64 ".[dev,gpu]": triton, whose interpreter runs the Triton kernel's tests on CPU
 #   3. Debian's chromium for the browser tests (apt-get, as root only; skipped otherwise)
 #   4. a `python3` Jupyter kernel that runs this Python
 #   5. `python -m tutor`: the course map and an environment check
@@ -69,8 +70,12 @@ else
 fi
 
 # 2. the package and everything else ---------------------------------------------------------
-say "installing the tutor package and its dependencies: pip install -e \".[dev]\" ..."
-"$PY" -m pip install -q -e ".[dev]"
+extras="dev"
+if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
+    extras="dev,gpu"   # triton has wheels only there; its interpreter tests the kernel on CPU
+fi
+say "installing the tutor package and its dependencies: pip install -e \".[$extras]\" ..."
+"$PY" -m pip install -q -e ".[$extras]"
 
 # 3. chromium for the browser tests (playwright drives Debian's, never a downloaded browser) ----
 if [ -x /usr/bin/chromium ]; then
