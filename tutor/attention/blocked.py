@@ -21,6 +21,9 @@ How it stays fast and lean:
   scored by the window and masked in its global column, so every pair counts once. Global rows
   are one dense pass over the G global queries, written over their rows.
 * Chunks of query blocks cap the scores held at once (``CHUNK_ELEMENTS``), whatever T is.
+* ``dilation=d`` (notebook 05) only stretches the reach to ``w*d``: the span covers
+  ``b + 2wd`` keys and the static band keeps every d-th offset. Arbitrary patterns are not
+  band-limited, so they are refused here (use the flex backend or dense_attention).
 
 Softmax statistics are float32 (float64 for float64 inputs). On CPU the matmuls run in that
 dtype; on CUDA, half-precision inference keeps the matmuls in the input dtype with float32
@@ -36,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..masks import MaskMod, check_dilation, check_pattern
 from ._checks import check_inputs
 from ._common import effective_globals, gather_tokens, global_index, global_row_probs, scatter_rows
 
@@ -83,14 +87,21 @@ def _blocks(x: Tensor, lo: int, hi: int, b: int, dtype) -> Tensor:
     return torch.empty(blocks.shape, dtype=dtype, device=x.device).copy_(blocks)
 
 
-def _band_bias(b: int, r: int, ns: int, window: int, causal: bool, dtype, device) -> Tensor:
+def _local(d: Tensor, window: int, causal: bool, dilation: int = 1) -> Tensor:
+    """The local rule on offsets ``d = i - j``: ``|d| <= w*dil and d % dil == 0`` (causal: ``d >= 0``)."""
+    reach = window * dilation
+    ok = (d >= 0) & (d <= reach) if causal else d.abs() <= reach
+    return ok if dilation == 1 else ok & (d % dilation == 0)
+
+
+def _band_bias(b: int, r: int, ns: int, window: int, causal: bool, dtype, device, dilation: int = 1) -> Tensor:
     """Static mask of a query block against its ``ns`` key blocks (the first is block ``n - r``).
 
     Query offset ``rq`` meets span slot ``c`` (key ``(n-r)*b + c``): ``d = i - j = rq + r*b - c``.
-    Returns (b, ns*b): 0 where the local rule allows the pair, MASKED elsewhere.
+    Returns (b, ns*b): 0 where the local rule (with ``dilation``) allows the pair, MASKED elsewhere.
     """
     d = torch.arange(b, device=device)[:, None] + r * b - torch.arange(ns * b, device=device)[None, :]  # (b, ns*b)
-    band = (d >= 0) & (d <= window) if causal else d.abs() <= window     # (b, ns*b)
+    band = _local(d, window, causal, dilation)                             # (b, ns*b)
     return torch.zeros(b, ns * b, dtype=dtype, device=device).masked_fill_(~band, MASKED)
 
 
@@ -125,14 +136,24 @@ def _pv(o: Optional[Tensor], p: Tensor, vb: Tensor, acc) -> Tensor:
 def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                       global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                       causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
-                      dropout_p: float = 0.0, block_size: Optional[int] = None):
+                      dropout_p: float = 0.0, block_size: Optional[int] = None, dilation: int = 1,
+                      pattern: Optional[MaskMod] = None):
     """Same contract as :func:`dense_attention`, in O(T) memory.
 
     q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
     ``block_size`` overrides the query block ``b`` (default: :func:`default_block_size`).
+    ``dilation=d`` uses the dilated window ``|i - j| <= w*d and (i - j) % d == 0``: the key span
+    becomes ``b + 2wd``. ``pattern`` is not supported (it is not band-limited): a ValueError
+    points to ``backend="flex"`` or :func:`dense_attention`.
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
+    dilation = check_dilation(dilation)
+    if check_pattern(pattern) is not None:
+        raise ValueError(f"blocked_attention does not support pattern= (got {getattr(pattern, '__name__', pattern)!r}): "
+                         "an arbitrary pattern is not band-limited. Use hybrid_attention(..., backend='flex') "
+                         "or dense_attention(..., pattern=...)")
+    reach = window * dilation                                              # farthest local key
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
     B, H, T, Dh = q.shape
@@ -142,8 +163,8 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     # half-precision inference on CUDA: matmuls in the input dtype, float32 scores and outputs
     mm = q.dtype if (q.is_cuda and q.dtype != acc and not grad and _has_out_dtype(q.device, q.dtype)) else acc
 
-    b = block_size or default_block_size(window, T)
-    r = math.ceil(window / b)                                              # key blocks on each side
+    b = block_size or default_block_size(reach, T)
+    r = math.ceil(reach / b)                                              # key blocks on each side
     ns = r + 1 if causal else 2 * r + 1                                    # key blocks per query block
     Ls = ns * b                                                            # span length
     nb = math.ceil(T / b)
@@ -157,7 +178,7 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
         v_g = gather_tokens(v, idx).to(mm).reshape(BH, G, Dh)            # (B*H, G, Dh)
     has_pad = key_padding_mask is not None and bool(key_padding_mask.any())
     key_out = key_padding_mask if has_pad else torch.zeros(B, T, dtype=torch.bool, device=dev)
-    band = _band_bias(b, r, ns, window, causal, acc, dev)                  # (b, Ls)
+    band = _band_bias(b, r, ns, window, causal, acc, dev, dilation)                  # (b, Ls)
     cut = [bool((band[:, j * b:(j + 1) * b] != 0).any()) for j in range(ns)]  # blocks the band cuts
     budget = CUDA_CHUNK_ELEMENTS if q.is_cuda else CHUNK_ELEMENTS
     chunk = max(1, budget // max(1, BH * b * (Ls + G)))
@@ -184,7 +205,9 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
         if G:
             i = torch.arange(t0, t0 + n * b, device=dev)[None, :, None]    # query positions
             gap = i - idx[:, None, :]                                      # (B, n*b, G)
-            ok_g = valid[:, None, :] & ((gap > window) if causal else (gap.abs() > window))
+            ok_g = valid[:, None, :] & ~_local(gap, window, causal, dilation)  # not already in the window
+            if causal:
+                ok_g &= gap >= 0                                           # no future global key
             g_bias = torch.zeros(ok_g.shape, dtype=acc, device=dev).masked_fill_(~ok_g, MASKED)
             s5[..., Ls:].add_(g_bias.view(B, n, b, G).transpose(0, 1)[:, :, None])  # (n, B, 1, b, G)
         p = torch.softmax(s, dim=-1)                                       # (n*B*H, b, Ls+G)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..masks import MaskMod, hybrid_mask
+from ..masks import MaskMod, hybrid_mask, pattern_batch
 from ._checks import check_inputs
 from ._common import accum_dtype, masked_softmax
 
@@ -32,11 +32,9 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
     T = q.shape[2]
+    pattern_batch(pattern, q.shape[0], T)           # a per-sequence pattern must fit q's B
     allowed = hybrid_mask(T, window, global_mask, key_padding_mask, causal=causal, device=q.device,
                           dilation=dilation, pattern=pattern)[:, None]     # (B or 1, 1, T, T)
-    if allowed.shape[0] not in (1, q.shape[0]):
-        raise ValueError(f"pattern {pattern.__name__!r} was built for B={allowed.shape[0]} sequences, "
-                         f"but q has shape {tuple(q.shape)}")
     acc = accum_dtype(q.dtype)
     scores = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale             # (B, H, T, T)
     weights = masked_softmax(scores, allowed)                              # (B, H, T, T)

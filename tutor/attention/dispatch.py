@@ -20,7 +20,8 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                      impl: str = "hybrid", **kwargs):
     """Run SPEC.md's attention with ``impl`` in {"dense", "looped", "unfold", "hybrid"}.
 
-    Extra keyword arguments go to the implementation (``backend=`` for hybrid, ``dropout_p=``).
+    Extra keyword arguments go to the implementation (``backend=`` for hybrid, ``dropout_p=``,
+    and ``dilation=`` / ``pattern=`` for dense and hybrid: see :func:`tutor.masks.hybrid_mask`).
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {sorted(IMPLS)}, got {impl!r}")

@@ -13,10 +13,14 @@ original slot too, but masked there, so each (query, key) pair is counted once; 
 are read from the front and written back to their places. (Computing global rows separately
 would need the softmax statistics that CPU flex cannot return in torch 2.13.)
 
+``dilation=d`` widens the band to ``w*d`` (same tiles, sparser inside); a ``pattern`` (any
+mask_mod, e.g. from :mod:`tutor.patterns`) is not band-limited, so its block mask evaluates the
+full tile grid, O(T^2) once per cached plan (fine at the course's sizes).
+
 The ``BlockMask`` is built in O(T): only the tiles that *can* be non-empty (the band, the
 global row and column) are evaluated with the ``mask_mod``; a test checks the result against
 ``create_block_mask``, which evaluates all T x T pairs. Block masks are cached per
-(shape, window, causal, device, mask contents).
+(shape, window, causal, dilation, pattern identity, device, mask contents).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..masks import MaskMod, hybrid_mask_mod
+from ..masks import MaskMod, check_dilation, check_pattern, hybrid_mask_mod, pattern_batch
 from ._checks import check_inputs
 from ._common import effective_globals, gather_tokens, global_index, scatter_rows
 
@@ -79,13 +83,14 @@ def compiled_flex():
 
 
 def global_first_mask_mod(window: int, is_global: Optional[Tensor], key_padding_mask: Optional[Tensor],
-                          idx: Tensor, valid: Tensor, Gp: int, *, causal: bool = False) -> MaskMod:
+                          idx: Tensor, valid: Tensor, Gp: int, *, causal: bool = False,
+                          dilation: int = 1, pattern: Optional[MaskMod] = None) -> MaskMod:
     """The hybrid rule on the ``[Gp global slots | T tokens]`` layout.
 
     Slot ``s < Gp`` stands for token ``idx[b, s]`` (if ``valid``); slot ``Gp + t`` for token ``t``,
     masked when ``t`` is global (it already sits in front). ``hybrid_mask_mod`` decides the rest.
     """
-    rule = hybrid_mask_mod(window, is_global, key_padding_mask, causal=causal)
+    rule = hybrid_mask_mod(window, is_global, key_padding_mask, causal=causal, dilation=dilation, pattern=pattern)
     if Gp == 0:
         return rule
     G = idx.shape[1]
@@ -180,8 +185,12 @@ def _digest(mask: Optional[Tensor]) -> str:
 
 
 def flex_plan(B: int, T: int, window: int, global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],
-              causal: bool, device, layout: str = "global_first"):
+              causal: bool, device, layout: str = "global_first", *, dilation: int = 1,
+              pattern: Optional[MaskMod] = None):
     """(block_mask, idx, valid, Gp) for these masks, cached.
+
+    ``dilation`` / ``pattern`` as in :func:`tutor.masks.hybrid_mask`. The cache key holds the
+    pattern object itself: compared by identity, and kept alive so its id is never reused.
 
     ``layout="global_first"``: the backend's layout (see the module docstring).
     ``layout="in_place"``: ``hybrid_mask_mod`` on the original positions, as a user would first
@@ -189,7 +198,11 @@ def flex_plan(B: int, T: int, window: int, global_mask: Optional[Tensor], key_pa
     """
     if layout not in ("global_first", "in_place"):
         raise ValueError(f"layout must be 'global_first' or 'in_place', got {layout!r}")
-    key = (B, T, window, causal, str(device), layout, _digest(global_mask), _digest(key_padding_mask))
+    dilation = check_dilation(dilation)
+    if check_pattern(pattern) is not None:
+        pattern_batch(pattern, B, T)                                       # per-sequence pattern fits?
+    key = (B, T, window, causal, dilation, pattern, str(device), layout,
+           _digest(global_mask), _digest(key_padding_mask))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -202,17 +215,21 @@ def flex_plan(B: int, T: int, window: int, global_mask: Optional[Tensor], key_pa
     if layout == "global_first":
         Gp = math.ceil(G / BLOCK) * BLOCK
         S = Gp + T
-        mod = global_first_mask_mod(window, is_global, key_padding_mask, idx, valid, Gp, causal=causal)
+        mod = global_first_mask_mod(window, is_global, key_padding_mask, idx, valid, Gp, causal=causal,
+                                    dilation=dilation, pattern=pattern)
         nb = math.ceil(S / BLOCK)
         lines = torch.arange(nb, device=device) < Gp // BLOCK              # the front tiles
-        tiles = candidate_tiles(nb, window, causal, lines, lines)
+        tiles = candidate_tiles(nb, window * dilation, causal, lines, lines)
     else:
         Gp, S = 0, T
-        mod = hybrid_mask_mod(window, is_global, key_padding_mask, causal=causal)
+        mod = hybrid_mask_mod(window, is_global, key_padding_mask, causal=causal, dilation=dilation,
+                              pattern=pattern)
         nb = math.ceil(S / BLOCK)
         has = torch.zeros(nb, dtype=torch.bool, device=device)
         has[torch.unique(is_global.nonzero()[:, 1] // BLOCK)] = True       # tiles holding a global token
-        tiles = candidate_tiles(nb, window, causal, has, has)
+        tiles = candidate_tiles(nb, window * dilation, causal, has, has)
+    if pattern is not None:                                                # not band-limited: every tile
+        tiles = torch.ones_like(tiles)
     plan = (block_mask_from_tiles(mod, B, S, tiles), idx, valid, Gp)
     _CACHE[key] = plan
     while len(_CACHE) > CACHE_SIZE:
@@ -223,8 +240,12 @@ def flex_plan(B: int, T: int, window: int, global_mask: Optional[Tensor], key_pa
 def flex_attention_hybrid(q: Tensor, k: Tensor, v: Tensor, window: int,
                           global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                           causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
-                          layout: str = "global_first") -> Tensor:
-    """SPEC.md attention with compiled FlexAttention. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh)."""
+                          layout: str = "global_first", dilation: int = 1,
+                          pattern: Optional[MaskMod] = None) -> Tensor:
+    """SPEC.md attention with compiled FlexAttention. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh).
+
+    ``dilation`` / ``pattern`` widen the local term as in :func:`tutor.masks.hybrid_mask`.
+    """
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
@@ -233,7 +254,7 @@ def flex_attention_hybrid(q: Tensor, k: Tensor, v: Tensor, window: int,
         raise ValueError(f"backend='flex' cannot run here: {reason}")
     B, H, T, Dh = q.shape
     block_mask, idx, valid, Gp = flex_plan(B, T, window, global_mask, key_padding_mask, causal,
-                                           q.device, layout)
+                                           q.device, layout, dilation=dilation, pattern=pattern)
     G = idx.shape[1]
     if Gp:
         idx_p = torch.zeros(B, Gp, dtype=idx.dtype, device=q.device)

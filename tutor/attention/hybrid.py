@@ -10,28 +10,35 @@ Each backend comes with a probe ``why_not(q, needs_grad, return_weights, dropout
 returns None when it can run the inputs and a reason otherwise. Naming a backend that cannot run
 raises a ``ValueError`` with that reason; ``backend="auto"`` takes the first backend of
 :func:`auto_order` that can run.
+
+Notebook 05's options need backends that know them (``Backend.features``): ``dilation`` runs on
+blocked and flex, a ``pattern`` (not band-limited) only on flex. ``auto`` with a pattern takes
+flex or raises; it never falls back to a silent dense T x T.
 """
 from __future__ import annotations
 
 import importlib
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from ..masks import MaskMod, check_dilation, check_pattern
 from ._checks import check_inputs
 from .blocked import blocked_attention
 from .flex import flex_attention_hybrid, flex_why_not
 
 @dataclass(frozen=True)
 class Backend:
-    """A hybrid backend: its function and a probe ``why_not(q, needs_grad, return_weights, dropout)``."""
+    """A hybrid backend: its function, a probe ``why_not(q, needs_grad, return_weights, dropout)``
+    and the optional ``features`` its function accepts as keywords ("dilation", "pattern")."""
     name: str
     fn: Callable
     why_not: Callable[..., Optional[str]]
     summary: str = ""
+    features: FrozenSet[str] = frozenset()
 
 
 def _blocked_why_not(q, needs_grad, return_weights, dropout=False):
@@ -50,9 +57,11 @@ def triton_backend_fn(*args, **kwargs):
 
 BACKENDS: Dict[str, Backend] = {
     "blocked": Backend("blocked", blocked_attention, _blocked_why_not,
-                       "pure PyTorch query blocks x key spans; any device and dtype, autograd"),
+                       "pure PyTorch query blocks x key spans; any device and dtype, autograd",
+                       frozenset({"dilation"})),
     "flex": Backend("flex", flex_attention_hybrid, flex_why_not,
-                    "compiled FlexAttention, sparse BlockMask; CPU inference, CUDA train+infer"),
+                    "compiled FlexAttention, sparse BlockMask; CPU inference, CUDA train+infer",
+                    frozenset({"dilation", "pattern"})),
     "triton": Backend("triton", triton_backend_fn, _triton_why_not,
                       "FlashAttention-style Triton kernel; CUDA, forward only"),
 }
@@ -87,18 +96,48 @@ def auto_order(q: Tensor, needs_grad: bool) -> Tuple[str, ...]:
     return _PREFERRED.get(dev, ()) + order
 
 
+def _missing(backend: Backend, needs: FrozenSet[str]) -> Optional[str]:
+    """Why ``backend`` cannot take the requested options (None when it can)."""
+    lacking = sorted(needs - backend.features)
+    if not lacking:
+        return None
+    hint = ("use backend='flex' or dense_attention(..., pattern=...)" if "pattern" in lacking
+            else "use backend='blocked' or backend='flex'")
+    return f"backend {backend.name!r} does not support {' / '.join(lacking)}; {hint}"
+
+
 def choose_backend(q: Tensor, backend: str = "auto", *, needs_grad: bool = False,
-                   return_weights: bool = False, dropout: bool = False) -> Backend:
-    """The backend that will run: the named one if it can, else the best ``auto`` choice."""
+                   return_weights: bool = False, dropout: bool = False, dilation: int = 1,
+                   pattern: Optional[MaskMod] = None) -> Backend:
+    """The backend that will run: the named one if it can, else the best ``auto`` choice.
+
+    With a ``pattern`` ``auto`` only considers backends that support it (flex) and raises a
+    ValueError when none can run, rather than silently building the dense (T, T) mask.
+    """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    needs = frozenset(n for n, on in (("dilation", check_dilation(dilation) != 1),
+                                      ("pattern", check_pattern(pattern) is not None)) if on)
     if backend == "auto":
-        for name in auto_order(q, needs_grad):
-            if name in BACKENDS and name not in _BROKEN and BACKENDS[name].why_not(q, needs_grad, return_weights, dropout) is None:
-                return BACKENDS[name]
+        reasons = []
+        for name in auto_order(q, needs_grad) + (("flex",) if "pattern" in needs else ()):
+            cand = BACKENDS.get(name)
+            if cand is None or name in _BROKEN:
+                continue
+            reason = _missing(cand, needs) or cand.why_not(q, needs_grad, return_weights, dropout)
+            if reason is None:
+                return cand
+            reasons.append(f"{name}: {reason}")
+        if "pattern" in needs:
+            raise ValueError("hybrid_attention(backend='auto', pattern=...) needs backend='flex', which cannot "
+                             f"run here ({'; '.join(reasons) or 'flex is unavailable'}). "
+                             "Use dense_attention(..., pattern=...) for an explicit (T, T) computation.")
         return BACKENDS["blocked"]
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {backend!r}")
+    reason = _missing(BACKENDS[backend], needs)
+    if reason is not None:
+        raise ValueError(f"backend={backend!r} cannot run these options: {reason}")
     reason = BACKENDS[backend].why_not(q, needs_grad, return_weights, dropout)
     if reason is not None:
         raise ValueError(f"backend={backend!r} cannot run here: {reason}. "
@@ -109,21 +148,28 @@ def choose_backend(q: Tensor, backend: str = "auto", *, needs_grad: bool = False
 def hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                      global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                      causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
-                     backend: str = "auto", dropout_p: float = 0.0):
+                     backend: str = "auto", dropout_p: float = 0.0, dilation: int = 1,
+                     pattern: Optional[MaskMod] = None):
     """Memory-linear local + global attention (SPEC.md), on the chosen backend.
 
     q, k, v: (B, H, T, Dh); global_mask, key_padding_mask: (B, T) bool or None.
     Returns out (B, H, T, Dh) [, weights (B, H, T, T)]. ``backend``: "auto" | "blocked" |
     "flex" | "triton" (see ``BACKENDS``; "auto" picks by device and grad need, see ``auto_order``).
+    ``dilation`` / ``pattern`` widen the local term as in :func:`tutor.masks.hybrid_mask`:
+    dilation runs on blocked and flex, a pattern only on flex (ValueError elsewhere).
     """
     check_inputs(q, k, v, window, global_mask, key_padding_mask, scale)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     chosen = choose_backend(q, backend, needs_grad=needs_grad, return_weights=return_weights,
-                            dropout=dropout_p > 0)
+                            dropout=dropout_p > 0, dilation=dilation, pattern=pattern)
     kwargs = {"dropout_p": dropout_p} if dropout_p > 0 else {}
+    if dilation != 1:
+        kwargs["dilation"] = dilation
+    if pattern is not None:
+        kwargs["pattern"] = pattern
     args = (q, k, v, window, global_mask, key_padding_mask)
     kwargs.update(causal=causal, scale=scale, return_weights=return_weights)
-    if backend != "auto" or chosen.name == "blocked":
+    if backend != "auto" or chosen.name == "blocked" or pattern is not None:
         return chosen.fn(*args, **kwargs)
     try:
         return chosen.fn(*args, **kwargs)
