@@ -35,11 +35,11 @@ NOTEBOOKS: Tuple[Notebook, ...] = (
     Notebook(3, "03_unfold_vectorization.ipynb", "Vectorizing with unfold",
              "Gather every window at once with unfold, handle the edges, and pay (2w+1)x memory for K."),
     Notebook(4, "04_gpu_hybrid.ipynb", "Memory-linear hybrid attention on CPU and GPU",
-             "hybrid_attention and its backends: blocked everywhere, flex/triton on CUDA, picked by 'auto'."),
+             "hybrid_attention's backends: blocked (everywhere), flex (CPU and CUDA), triton (CUDA), picked by 'auto'."),
     Notebook(5, "05_sparsity_pattern_zoo.ipynb", "A zoo of sparsity patterns",
-             "Sliding, dilated, global and random (BigBird) patterns side by side: their masks and their cost."),
+             "Dilated, causal, block, BigBird and LSH patterns as mask factories: masks, costs, backends."),
     Notebook(6, "06_training_with_sparse_attention.ipynb", "Training with sparse attention",
-             "Put HybridSparseAttention in a small model and train it end to end."),
+             "A small encoder on a long-range task: local-only stays at chance, local + global solves it."),
 )
 
 

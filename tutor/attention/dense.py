@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..masks import MaskMod, hybrid_mask, pattern_batch
+from ..masks import MaskMod, hybrid_mask
 from ._checks import check_inputs
 from ._common import accum_dtype, masked_softmax
 
@@ -32,7 +32,10 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
     T = q.shape[2]
-    pattern_batch(pattern, q.shape[0], T)           # a per-sequence pattern must fit q's B
+    pb = getattr(pattern, "batch_size", None)                              # a per-sequence pattern
+    if pb is not None and pb != q.shape[0]:                                # must fit q's B: no broadcast
+        raise ValueError(f"pattern {getattr(pattern, '__name__', 'pattern')!r} was built for B={pb} "
+                         f"sequences, but q has shape {tuple(q.shape)}")
     allowed = hybrid_mask(T, window, global_mask, key_padding_mask, causal=causal, device=q.device,
                           dilation=dilation, pattern=pattern)[:, None]     # (B or 1, 1, T, T)
     acc = accum_dtype(q.dtype)
