@@ -71,8 +71,8 @@ def compare_attention(got, expected: Tensor, case) -> Optional[str]:
             f"{_largest_difference(got, expected)}. Rows that differ: {'; '.join(rows)}.")
 
 
-def compare_pairs(got, expected: Tensor, case) -> Optional[str]:
-    """(query, key) tables of shape (..., T, T): masks or attention maps; names the first wrong pair."""
+def _first_wrong_entry(got, expected: Tensor, where) -> Optional[str]:
+    """Shared by the table comparators: ``where(index)`` names the first entry that differs."""
     problem = tensor_problem(got, expected)
     if problem:
         return problem
@@ -80,35 +80,23 @@ def compare_pairs(got, expected: Tensor, case) -> Optional[str]:
     if not bool(bad.any()):
         return None
     index = torch.nonzero(bad)[0].tolist()
-    i, j = index[-2], index[-1]
-    return (f"entry {index} (query {i}, key {j}) is not right{_largest_difference(got, expected)}; "
+    return (f"entry {index}{where(index)} is not right{_largest_difference(got, expected)}; "
             f"{int(bad.sum())} of {bad.numel()} entries differ.")
+
+
+def compare_pairs(got, expected: Tensor, case) -> Optional[str]:
+    """(query, key) tables of shape (..., T, T): masks or attention maps; names the first wrong pair."""
+    return _first_wrong_entry(got, expected, lambda ix: f" (query {ix[-2]}, key {ix[-1]})")
 
 
 def compare_tensor(got, expected: Tensor, case) -> Optional[str]:
     """Any tensor: the first index that differs."""
-    problem = tensor_problem(got, expected)
-    if problem:
-        return problem
-    bad = _mismatch(got, expected)
-    if not bool(bad.any()):
-        return None
-    index = torch.nonzero(bad)[0].tolist()
-    return (f"entry {index} is not right{_largest_difference(got, expected)}; "
-            f"{int(bad.sum())} of {bad.numel()} entries differ.")
+    return _first_wrong_entry(got, expected, lambda ix: "")
 
 
 def compare_windows(got, expected: Tensor, case) -> Optional[str]:
     """Per-query window tables (..., T, slots): names the first wrong slot of a query."""
-    problem = tensor_problem(got, expected)
-    if problem:
-        return problem
-    bad = _mismatch(got, expected)
-    if not bool(bad.any()):
-        return None
-    index = torch.nonzero(bad)[0].tolist()
-    return (f"entry {index} (slot {index[-1]} of query {index[-2]}) is not right"
-            f"{_largest_difference(got, expected)}; {int(bad.sum())} of {bad.numel()} entries differ.")
+    return _first_wrong_entry(got, expected, lambda ix: f" (slot {ix[-1]} of query {ix[-2]})")
 
 
 def as_int(got) -> Optional[int]:
