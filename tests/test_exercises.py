@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from exercise_helpers import solved
 import torch
 
 import tutor.attention as att
@@ -19,22 +20,6 @@ FUNCTION_QUESTIONS = [q for q in exercises.questions() if isinstance(q, exercise
 TENSOR_QUESTIONS = [q for q in FUNCTION_QUESTIONS if q._compare.__name__ in
                     ("compare_attention", "compare_pairs", "compare_windows", "compare_tensor")]
 ATTENTION_QUESTIONS = [q for q in FUNCTION_QUESTIONS if q._compare.__name__ == "compare_attention"]
-
-
-@pytest.fixture(autouse=True)
-def _private_progress(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUTOR_PROGRESS_FILE", str(tmp_path / "progress.json"))
-    monkeypatch.delenv("TUTOR_GRADE_RESULTS", raising=False)
-
-
-def solved(qid: str):
-    """The learner-side solution of ``qid``, defined after the solutions before it (like the notebook)."""
-    module = importlib.import_module(f"tutor.exercises.nb{qid[:2]}")
-    ns = {"torch": torch}
-    for q in module.QUESTIONS:
-        exec(q._solution, ns)
-        if q.id == qid:
-            return ns[q._name], ns
 
 
 def status(qid: str, answer) -> str:

@@ -4,10 +4,10 @@ and the stored solution pass, a placeholder is "not attempted", classic wrong an
 [CLS] see the marker within the budget passes and the others fail with a reason."""
 from __future__ import annotations
 
-import importlib
 import math
 
 import pytest
+from exercise_helpers import solved as solved_with_namespace
 import torch
 
 from tutor import exercises
@@ -16,23 +16,13 @@ from tutor.exercises.cases import Case
 from tutor.exercises.nb06 import _batch, compare_global_choice
 from tutor.masks import hybrid_mask
 
-QIDS = [q.id for q in exercises.questions() if q.id[:2] in ("05", "06")]
-
-
-@pytest.fixture(autouse=True)
-def _private_progress(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUTOR_PROGRESS_FILE", str(tmp_path / "progress.json"))
-    monkeypatch.delenv("TUTOR_GRADE_RESULTS", raising=False)
-
 
 def solved(qid: str):
-    """The learner-side solution of ``qid``, defined after the solutions before it (like the notebook)."""
-    module = importlib.import_module(f"tutor.exercises.nb{qid[:2]}")
-    ns = {"torch": torch}
-    for q in module.QUESTIONS:
-        exec(q._solution, ns)
-        if q.id == qid:
-            return ns[q._name]
+    """The learner-side solution function of ``qid``."""
+    return solved_with_namespace(qid)[0]
+
+
+QIDS = [q.id for q in exercises.questions() if q.id[:2] in ("05", "06")]
 
 
 def check(qid: str, answer):
