@@ -313,7 +313,8 @@ def _edge(T, w, mode):
 
 
 def _unfold_hybrid(q, k, v, w, gm=None, dedup=True, rows=True, valid_mask=True, edge=True, scale=True):
-    from tutor.attention._common import gather_tokens, global_index, masked_softmax
+    from tutor.attention.softmax import masked_softmax
+    from tutor.attention.global_tokens import gather_tokens, global_index
     from tutor.attention.unfold import unfold_windows
     B, H, T, Dh = q.shape
     gm = torch.zeros(B, T, dtype=torch.bool) if gm is None else gm

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from tutor.attention._common import global_index  # noqa: E402
+from tutor.attention.global_tokens import global_index  # noqa: E402
 from tutor.attention.unfold import local_allowed  # noqa: E402
 from tutor.viz.timing import fit_power_law, format_seconds, plot_timings  # noqa: E402
 from tutor.viz.unfold import (SLOT_KINDS, format_bytes, plot_memory_bars, plot_score_slots,  # noqa: E402

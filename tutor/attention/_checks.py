@@ -87,3 +87,8 @@ def check_inputs(q, k, v, window, global_mask, key_padding_mask, scale):
     global_mask = check_flag_mask("global_mask", global_mask, q)
     key_padding_mask = check_flag_mask("key_padding_mask", key_padding_mask, q)
     return window, global_mask, key_padding_mask, check_scale(scale, q)
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd will want gradients of any of ``tensors`` here (grad mode on, one requires grad)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

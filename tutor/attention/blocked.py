@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..masks import MaskMod, check_dilation, check_pattern
-from ._checks import check_inputs
-from ._common import effective_globals, gather_tokens, global_index, global_row_probs, scatter_rows
+from ._checks import check_inputs, needs_grad
+from .global_tokens import gather_tokens, global_row_probs, global_slots, scatter_rows
 
 #: score elements one chunk of query blocks may hold at once on CPU (cache-friendly chunks)
 CHUNK_ELEMENTS = 1 << 20
@@ -159,7 +159,7 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     B, H, T, Dh = q.shape
     BH, dev = B * H, q.device
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    grad = needs_grad(q, k, v)
     # half-precision inference on CUDA: matmuls in the input dtype, float32 scores and outputs
     mm = q.dtype if (q.is_cuda and q.dtype != acc and not grad and _has_out_dtype(q.device, q.dtype)) else acc
 
@@ -168,10 +168,7 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     ns = r + 1 if causal else 2 * r + 1                                    # key blocks per query block
     Ls = ns * b                                                            # span length
     nb = math.ceil(T / b)
-    is_global = effective_globals(global_mask, key_padding_mask)
-    if is_global is None:
-        is_global = torch.zeros(B, T, dtype=torch.bool, device=dev)
-    idx, valid = global_index(is_global)                                   # (B, G), (B, G)
+    idx, valid = global_slots(global_mask, key_padding_mask, B, T, dev)  # (B, G), (B, G)
     G = idx.shape[1]
     if G:
         k_g = gather_tokens(k, idx).to(mm).reshape(BH, G, Dh)            # (B*H, G, Dh)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..masks import MaskMod, hybrid_mask
 from ._checks import check_inputs
-from ._common import accum_dtype, masked_softmax
+from .softmax import accum_dtype, masked_softmax
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 from ..masks import MaskMod, check_dilation, check_pattern, hybrid_mask_mod, pattern_batch
-from ._checks import check_inputs
-from ._common import effective_globals, gather_tokens, global_index, scatter_rows
+from ._checks import check_inputs, needs_grad
+from .global_tokens import effective_globals, gather_tokens, global_index, scatter_rows
 
 BLOCK = 128                   #: FlexAttention's tile size (queries x keys)
 CACHE_SIZE = 32               #: block masks kept (least recently used goes first)
@@ -248,8 +248,8 @@ def flex_attention_hybrid(q: Tensor, k: Tensor, v: Tensor, window: int,
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    reason = flex_why_not(q, needs_grad, return_weights)
+    grad = needs_grad(q, k, v)
+    reason = flex_why_not(q, grad, return_weights)
     if reason is not None:
         raise ValueError(f"backend='flex' cannot run here: {reason}")
     B, H, T, Dh = q.shape
@@ -267,7 +267,7 @@ def flex_attention_hybrid(q: Tensor, k: Tensor, v: Tensor, window: int,
         out = compiled_flex()(q, k, v, block_mask=block_mask, scale=scale)  # (B, H, Gp+T, Dh)
     if not Gp:
         return out
-    if needs_grad:                                                         # out of place, for autograd
+    if grad:                                                               # out of place, for autograd
         return scatter_rows(out[:, :, Gp:], idx, valid, out[:, :, :G])    # (B, H, T, Dh)
     rows = out[:, :, Gp:]                                                  # (B, H, T, Dh), a view
     bi, gi = valid.nonzero(as_tuple=True)                                  # real global slots

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..masks import MaskMod, check_dilation, check_pattern
-from ._checks import check_inputs
+from ._checks import check_inputs, needs_grad
 from .blocked import blocked_attention
 from .flex import flex_attention_hybrid, flex_why_not
 
@@ -159,8 +159,8 @@ def hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     dilation runs on blocked and flex, a pattern only on flex (ValueError elsewhere).
     """
     check_inputs(q, k, v, window, global_mask, key_padding_mask, scale)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    chosen = choose_backend(q, backend, needs_grad=needs_grad, return_weights=return_weights,
+    grad = needs_grad(q, k, v)
+    chosen = choose_backend(q, backend, needs_grad=grad, return_weights=return_weights,
                             dropout=dropout_p > 0, dilation=dilation, pattern=pattern)
     kwargs = {"dropout_p": dropout_p} if dropout_p > 0 else {}
     if dilation != 1:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_inputs
-from ._common import accum_dtype, masked_softmax
+from .softmax import accum_dtype, masked_softmax
 
 
 def allowed_keys(i: int, T: int, window: int, is_global: List[bool], is_pad: List[bool],

@@ -28,8 +28,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import check_inputs
-from ._common import effective_globals, global_index, global_row_probs, scatter_rows
+from ._checks import check_inputs, needs_grad
+from .global_tokens import global_row_probs, global_slots, scatter_rows
 
 try:
     import triton
@@ -152,16 +152,13 @@ def triton_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     """SPEC.md attention with the Triton kernel. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh)."""
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    reason = triton_why_not(q, needs_grad, return_weights)
+    grad = needs_grad(q, k, v)
+    reason = triton_why_not(q, grad, return_weights)
     if reason is not None:
         raise ValueError(f"backend='triton' cannot run here: {reason}")
     B, H, T, Dh = q.shape
     q, k, v = (x.contiguous() for x in (q, k, v))                          # one (B, H, T, Dh) layout
-    is_global = effective_globals(global_mask, key_padding_mask)
-    if is_global is None:
-        is_global = torch.zeros(B, T, dtype=torch.bool, device=q.device)
-    idx, valid = global_index(is_global)                                   # (B, G)
+    idx, valid = global_slots(global_mask, key_padding_mask, B, T, q.device)  # (B, G), (B, G)
     G = idx.shape[1]
     pad = (key_padding_mask if key_padding_mask is not None
            else torch.zeros(B, T, dtype=torch.bool, device=q.device)).to(torch.int8).contiguous()

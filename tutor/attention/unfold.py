@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_inputs
-from ._common import accum_dtype, effective_globals, gather_tokens, global_index, global_row_probs, masked_softmax, scatter_rows
+from .softmax import accum_dtype, masked_softmax
+from .global_tokens import effective_globals, gather_tokens, global_index, global_row_probs, scatter_rows
 
 
 def unfold_windows(x: Tensor, window: int, fill=0) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..attention import dense_attention
-from ..attention._common import masked_softmax
+from ..attention.softmax import masked_softmax
 from ..masks import count_allowed, hybrid_mask
 from .cases import HYBRID_CASES, PADDED_CASES, Case
 from .compare import compare_attention, compare_int, compare_pairs
@@ -143,7 +143,7 @@ only uses entries where the bool tensor `allowed` is True (it broadcasts against
     _reference = masked_softmax
     _args = ("scores", "allowed")
     _compare = compare_pairs
-    _forbidden = ("tutor.attention._common.masked_softmax",)
+    _forbidden = ("tutor.attention.softmax.masked_softmax",)
     _cases = (Case("one mask for all heads: scores (2, 2, 6, 6), allowed (2, 1, 6, 6)",
                    _softmax_inputs(21, 2, 2, 6, 1.0, True)),
               Case("a mask per head: scores (1, 3, 5, 5), allowed (1, 3, 5, 5)",

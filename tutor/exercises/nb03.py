@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..attention import unfold_attention
-from ..attention._common import gather_tokens, global_index
+from ..attention.global_tokens import gather_tokens, global_index
 from ..attention.unfold import local_allowed, unfold_windows
 from .cases import HYBRID_CASES, LOCAL_CASES, AttnCase
 from .compare import compare_attention, compare_pairs, compare_tensor, compare_windows
@@ -117,16 +117,16 @@ class UnfoldLocalAttention(FunctionProblem):
     _prompt = """Write `unfold_local_attention(q, k, v, window)`: sliding-window attention only (no
 global token), vectorized with windows. `q, k, v` are `(B, H, T, Dh)`; return `(B, H, T, Dh)`.
 Use `tutor.attention.unfold.unfold_windows(x, window)` (`(B, H, T, Dh)` → `(B, H, T, 2w+1, Dh)`,
-zero-padded) and `tutor.attention._common.masked_softmax(scores, allowed)`; mask the edge slots."""
+zero-padded) and `tutor.attention.softmax.masked_softmax(scores, allowed)`; mask the edge slots."""
     _stub = '''from tutor.attention.unfold import unfold_windows
-from tutor.attention._common import masked_softmax
+from tutor.attention.softmax import masked_softmax
 
 def unfold_local_attention(q, k, v, window):
     """(B, H, T, Dh): local attention over unfolded windows."""
     raise NotImplementedError  # replace with your code
 '''
     _solution = '''from tutor.attention.unfold import unfold_windows
-from tutor.attention._common import masked_softmax
+from tutor.attention.softmax import masked_softmax
 
 def unfold_local_attention(q, k, v, window):
     """(B, H, T, Dh): local attention over unfolded windows."""
@@ -180,7 +180,7 @@ real (a sequence with fewer globals has padded slots; what they hold does not ma
     _reference = gather_globals_reference
     _args = ("x", "global_mask")
     _compare = compare_gathered
-    _forbidden = ("tutor.attention._common.global_index", "tutor.attention._common.gather_tokens")
+    _forbidden = ("tutor.attention.global_tokens.global_index", "tutor.attention.global_tokens.gather_tokens")
     _cases = _GLOBAL_CASES
 
     def _arguments(self, case):

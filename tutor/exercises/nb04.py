@@ -136,10 +136,11 @@ Dh)`, equal to dense hybrid attention but working block by block: for each query
 against its key span (mask the band, positions outside `0..T-1` and global keys) and against the `G`
 global keys as extra columns, one softmax; then the global rows, densely. `T` need not be a
 multiple of `block_size`. Allowed helpers: `masked_softmax`, `global_index`, `gather_tokens`
-from `tutor.attention._common`, and your `block_band_mask`."""
+from `tutor.attention.softmax` and `tutor.attention.global_tokens`, and your `block_band_mask`."""
     _stub = '''import math
 import torch.nn.functional as F
-from tutor.attention._common import gather_tokens, global_index, masked_softmax
+from tutor.attention.softmax import masked_softmax
+from tutor.attention.global_tokens import gather_tokens, global_index
 
 def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
     """(B, H, T, Dh): query blocks against key spans + global columns; global rows dense."""
@@ -147,7 +148,8 @@ def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
 '''
     _solution = '''import math
 import torch.nn.functional as F
-from tutor.attention._common import gather_tokens, global_index, masked_softmax
+from tutor.attention.softmax import masked_softmax
+from tutor.attention.global_tokens import gather_tokens, global_index
 
 def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
     """(B, H, T, Dh): query blocks against key spans + global columns; global rows dense."""

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 
-from ..attention._common import global_index
+from ..attention.global_tokens import global_index
 from ..attention.unfold import unfold_windows
 
 __all__ = ["plot_unfold", "SLOT_KINDS", "slot_kinds", "plot_score_slots", "format_bytes",

@@ -1,4 +1,9 @@
-"""Small pieces every implementation shares: the NaN-free masked softmax and the global index."""
+"""Global tokens as index lists: where they are, gathering them, writing their rows back.
+
+A global token reads every key and is read by every query. Sequences of a batch may have different
+numbers of them, so positions are kept as ``idx`` (B, G) with a ``valid`` (B, G) flag for the
+padded slots, G being the largest count in the batch.
+"""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -6,24 +11,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .softmax import masked_softmax
 
-def accum_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Dtype for scores and softmax statistics: float64 stays float64 (gradcheck), else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def masked_softmax(scores: Tensor, allowed: Tensor, dim: int = -1) -> Tensor:
-    """Softmax over the allowed entries of ``scores`` (float32), exactly 0 elsewhere.
-
-    A row with no allowed entry gives all zeros rather than NaN: we never compute ``-inf - -inf``.
-    ``allowed`` broadcasts against ``scores``.
-    """
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    row_max = scores.amax(dim=dim, keepdim=True)
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    p = torch.exp(scores - row_max)                       # exp(-inf) = 0 where not allowed
-    denom = p.sum(dim=dim, keepdim=True)
-    return p / torch.where(denom > 0, denom, torch.ones_like(denom))
+__all__ = ["effective_globals", "global_index", "global_slots", "gather_tokens", "scatter_rows",
+           "global_row_probs"]
 
 
 def effective_globals(global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
@@ -87,3 +78,15 @@ def global_row_probs(q: Tensor, k: Tensor, idx: Tensor, valid: Tensor,
     if causal:
         ok = ok & (torch.arange(T, device=q.device)[None, None, :] <= idx[:, :, None])
     return masked_softmax(s, ok[:, None])                                  # (B, H, G, T)
+
+
+def global_slots(global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],
+                 B: int, T: int, device) -> Tuple[Tensor, Tensor]:
+    """The global tokens that count (not padding) as ``idx, valid`` (B, G): the preamble of every backend.
+
+    G is 0 when there is no global token at all.
+    """
+    is_global = effective_globals(global_mask, key_padding_mask)
+    if is_global is None:
+        is_global = torch.zeros(B, T, dtype=torch.bool, device=device)
+    return global_index(is_global)                                         # (B, G), (B, G)
