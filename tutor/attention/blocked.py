@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..costs import default_block_size, key_span
 from ..masks import MaskMod, check_dilation, check_pattern
 from ._checks import check_inputs, needs_grad
 from .global_tokens import gather_tokens, global_row_probs, global_slots, scatter_rows
@@ -49,16 +50,6 @@ CHUNK_ELEMENTS = 1 << 20
 CUDA_CHUNK_ELEMENTS = 1 << 26
 #: additive mask value: exp(MASKED - max) is exactly 0, yet a fully masked row stays finite
 MASKED = -1e30
-
-
-def default_block_size(window: int, T: int) -> int:
-    """Query block ``b``: the power of two nearest ``w`` within [32, 128], at most about T.
-
-    With ``b = w`` a block's span is exactly 3 blocks (``b + 2w = 3b``): matmuls big enough to
-    be efficient, and only 1.5x the allowed pairs scored inside the span.
-    """
-    b = 1 << min(7, max(5, round(math.log2(max(window, 1)))))
-    return max(1, min(b, 1 << math.ceil(math.log2(T))))
 
 
 def _edge_slice(x: Tensor, lo: int, hi: int, fill=0) -> Tensor:
@@ -164,9 +155,8 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     mm = q.dtype if (q.is_cuda and q.dtype != acc and not grad and _has_out_dtype(q.device, q.dtype)) else acc
 
     b = block_size or default_block_size(reach, T)
-    r = math.ceil(reach / b)                                              # key blocks on each side
-    ns = r + 1 if causal else 2 * r + 1                                    # key blocks per query block
-    Ls = ns * b                                                            # span length
+    r, Ls = key_span(reach, b, causal)                                     # key blocks per side, span
+    ns = Ls // b                                                           # key blocks per query block
     nb = math.ceil(T / b)
     idx, valid = global_slots(global_mask, key_padding_mask, B, T, dev)  # (B, G), (B, G)
     G = idx.shape[1]
