@@ -136,12 +136,17 @@ def attention_cost(impl: str, T: int, window: int, G: int = 0, *, B: int = 1, H:
       ``S`` = :func:`key_span` (``(2 n_side + 1) b``; ``(n_side + 1) b`` causal). The ``G T`` term
       is the dense pass of the global rows.
 
-    Memory (elements x ``bytes_per_element``) is q, k, v, out (``4 BHT Dh``) plus the largest
-    intermediates alive at once: dense the (B, H, T, T) scores and probabilities; unfold the K and
-    V windows ``2 BHT (2w+1) Dh`` and ``BHT (2w+1+G)`` scores; hybrid one chunk of ``n`` blocks
-    (:func:`blocks_per_chunk`): the score pieces, their concatenation and the probabilities
-    (``3 BH n b (S+G)``) beside the chunk's q, K, V and output blocks; unfold and hybrid also
-    the ``BHGT`` probabilities of the global rows.
+    Memory (elements x ``bytes_per_element``, the score dtype; masks count 1 byte) is q, k, v, out
+    (``4 BHT Dh``) plus what the implementation holds at its peak, as measured on CPU:
+
+    * dense: four (B, H, T, T) float tensors inside the softmax (scores, masked scores, shifted
+      scores, exponentials) and the (B, T, T) bool mask;
+    * unfold: one (B, H, T, 2w+1, Dh) window made contiguous for a matmul at a time, three
+      ``BHT (2w+1+G)`` score-sized tensors and the ``BHGT`` probabilities of the global rows;
+    * hybrid: per chunk of ``n`` blocks (:func:`blocks_per_chunk`) three ``BH n b (S+G)``
+      score-sized tensors (the pieces, their concatenation, the probabilities) and, when there is a
+      next chunk, its pieces (a chunk's tensors are released only as the next one's replace them), the
+      chunk's q and output blocks and its ``n + S/b - 1`` K and V blocks, and the global rows.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -153,18 +158,21 @@ def attention_cost(impl: str, T: int, window: int, G: int = 0, *, B: int = 1, H:
         raise ValueError(f"G must be <= T, got G={G}, T={T}")
     BH, io = B * H, 4 * B * H * T * Dh
     if impl == "dense":
-        macs, elems = BH * T * T * Dh, 2 * BH * T * T
+        macs, elems, mask_bytes = BH * T * T * Dh, 4 * BH * T * T, B * T * T
     elif impl == "unfold":
+        scores = BH * T * (2 * window + 1 + G)                             # (B, H, T, 2w+1+G)
         macs = BH * Dh * (T * (2 * window + 1 + G) + G * T)
-        elems = 2 * BH * T * (2 * window + 1) * Dh + BH * T * (2 * window + 1 + G) + BH * G * T
+        elems, mask_bytes = BH * T * (2 * window + 1) * Dh + 3 * scores + BH * G * T, 0
     else:
         b = default_block_size(window, T)
         n_side, S = key_span(window, b, causal)
         nb = math.ceil(T / b)
         n = min(nb, blocks_per_chunk(BH, b, S, G))
-        n_key_blocks = n + S // b - 1                                      # K and V blocks a chunk copies
+        scores = BH * n * b * (S + G)                                      # (n*B*H, b, S+G)
         macs = BH * Dh * (nb * b * (S + G) + G * T)
-        elems = (3 * BH * n * b * (S + G)                                  # pieces, scores, probs
-                 + BH * Dh * (2 * n * b + 2 * n_key_blocks * b)            # q and out blocks, K and V blocks
+        after = BH * min(n, nb - n) * b * (S + G)                          # the next chunk's scores
+        elems = (3 * scores + after
+                 + BH * Dh * (2 * n * b + 2 * (n + S // b - 1) * b)       # q, out blocks; K, V blocks
                  + BH * G * T)                                             # global rows' probabilities
-    return {"flops": 4.0 * macs, "memory_bytes": float((io + elems) * bytes_per_element)}
+        mask_bytes = 0
+    return {"flops": 4.0 * macs, "memory_bytes": float((io + elems) * bytes_per_element + mask_bytes)}
