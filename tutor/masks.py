@@ -26,7 +26,7 @@ checks them.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -37,7 +37,7 @@ __all__ = [
     "MaskMod", "generate_local_window", "generate_causal", "generate_causal_window",
     "generate_dilated_window", "generate_global", "generate_key_padding", "and_masks", "or_masks",
     "create_mask", "hybrid_mask_mod", "hybrid_mask", "name_mask", "check_int", "check_dilation",
-    "check_pattern", "pattern_batch",
+    "check_pattern", "pattern_batch", "global_mask_at",
 ]
 
 
@@ -108,6 +108,17 @@ def generate_global(global_mask: Tensor) -> MaskMod:
     def global_(batch, head, q_idx, kv_idx):
         return global_mask[batch, q_idx] | global_mask[batch, kv_idx]
     return name_mask(global_, "global")
+
+
+def global_mask_at(T: int, positions: Sequence[int]) -> Tensor:
+    """The (1, T) bool ``global_mask`` with True at ``positions`` (e.g. ``[0, 17]``), False elsewhere."""
+    check_int("T", T, 1)
+    bad = [p for p in positions if not 0 <= int(p) < T]
+    if bad:
+        raise ValueError(f"global positions must lie in 0..{T - 1}, got {bad} (T={T})")
+    g = torch.zeros(1, T, dtype=torch.bool)
+    g[0, [int(p) for p in positions]] = True                               # (1, T)
+    return g
 
 
 def generate_key_padding(key_padding_mask: Tensor) -> MaskMod:

@@ -12,6 +12,8 @@ a ``torch.Generator`` seeded by the caller: the same seed gives the same mask.
 * :func:`generate_fixed_summary`  - the last ``summary`` keys of every block (Sparse Transformer, fixed).
 * :func:`generate_bigbird_random` - each query block reads ``r`` random key blocks (BigBird).
 * :func:`generate_lsh_buckets`    - tokens in the same hash bucket (Reformer's LSH attention).
+* :func:`pattern_mask`            - the hybrid rule widened by block-diagonal and BigBird random
+  blocks: what the pattern explorer of notebook 00 draws.
 
 Compose them with :func:`tutor.masks.or_masks` / :func:`~tutor.masks.and_masks`, or hand one
 to the hybrid rule as ``pattern=`` (``hybrid_mask``, ``dense_attention``, ``hybrid_attention``).
@@ -20,16 +22,16 @@ This module builds on the public names of :mod:`tutor.masks` (one floor down) an
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .masks import MaskMod, check_int, name_mask
+from .masks import MaskMod, check_int, global_mask_at, hybrid_mask, name_mask, or_masks
 
 __all__ = ["generate_block_sparse", "generate_block_diagonal", "generate_strided", "generate_fixed_summary",
            "bigbird_random_table", "layout_from_table", "generate_bigbird_random", "lsh_buckets",
-           "generate_lsh_buckets"]
+           "generate_lsh_buckets", "pattern_mask"]
 
 
 def _per_device(table: Tensor):
@@ -167,3 +169,23 @@ def generate_lsh_buckets(x: Tensor, n_buckets: int, seed: int) -> MaskMod:
     mod.batch_size, mod.max_len, mod.buckets = buckets.shape[0], buckets.shape[1], buckets
     return mod
 
+
+
+def pattern_mask(T: int, window: int, global_positions: Sequence[int] = (), *, causal: bool = False,
+                 dilation: int = 1, block_size: int = 4, block_diagonal: bool = False, random_blocks: int = 0,
+                 seed: int = 0) -> Tensor:
+    """The hybrid rule of one sequence, its window dilated and widened by the block patterns: (T, T) bool.
+
+    ``hybrid_mask(T, window, global_mask_at(T, global_positions), causal=causal, dilation=dilation,
+    pattern=...)[0]`` where the pattern ORs :func:`generate_block_diagonal` (``block_diagonal``) and
+    BigBird's :func:`generate_bigbird_random` (``random_blocks`` key blocks per query block of
+    ``block_size``, drawn with ``seed``). With both off this is the plain hybrid mask.
+    """
+    T, b = check_int("T", T, 1), check_int("block_size", block_size, 1)
+    check_int("random_blocks", random_blocks, 0)
+    mods = [generate_block_diagonal(b)] if block_diagonal else []
+    if random_blocks:
+        mods.append(generate_bigbird_random(T, b, random_blocks, seed))
+    pattern: Optional[MaskMod] = or_masks(*mods) if mods else None
+    gm = global_mask_at(T, global_positions) if len(global_positions) else None
+    return hybrid_mask(T, window, gm, causal=causal, dilation=dilation, pattern=pattern)[0]  # (T, T)
