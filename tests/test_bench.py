@@ -128,3 +128,25 @@ def test_plots_return_figures_with_the_data():
     assert len(fig.axes[0].patches) >= 2 * 4                    # a needed and a scored span per block
     with pytest.raises(ValueError, match="block"):
         plot_query_blocks(16, 2, 0)
+
+
+def test_time_side_by_side_warms_up_interleaves_and_returns_medians():
+    calls = []
+    fns = {"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}
+    ms, outs = bench.time_side_by_side(fns, "cpu", repeats=3, warmup={"a": 2, "b": 0})
+    assert calls == ["a", "a", "a", "b", "a", "b", "a", "b"]          # warm-up first, then interleaved
+    assert outs == {"a": 1, "b": 2} and set(ms) == {"a", "b"} and all(t >= 0 for t in ms.values())
+    calls.clear()
+    bench.time_side_by_side(fns, torch.device("cpu"), repeats=1)    # defaults: one warm-up each
+    assert calls == ["a", "b", "a", "b"]
+    with pytest.raises(ValueError, match="repeats"):
+        bench.time_side_by_side(fns, "cpu", repeats=0)
+
+
+def test_load_benchmarks_reads_the_stored_results_by_name():
+    rows = bench.load_benchmarks("cpu.csv")                         # a bare name: docs/benchmarks/cpu.csv
+    same = bench.load_benchmarks([bench.BENCH_DIR / "cpu.csv"])
+    assert rows and [(r["impl"], r["backend"], r["T"], r["time_ms"]) for r in rows] == \
+        [(r["impl"], r["backend"], r["T"], r["time_ms"]) for r in same]
+    assert {r["impl"] for r in rows} >= {"dense", "hybrid"} and all(isinstance(r["T"], float) for r in rows)
+    assert len(bench.load_benchmarks()) >= len(rows)                # default: every CSV of the folder

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Union
 
 import torch
 
@@ -14,14 +14,22 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_side_by_side(fns: Dict[str, Callable], device: str, repeats: int, warmup: Dict[str, int]):
+def time_side_by_side(fns: Dict[str, Callable], device="cpu", repeats: int = 5,
+                      warmup: Union[int, Dict[str, int]] = 1):
     """Median wall ms of each ``fns[name]()``, repeats interleaved so load changes hit all alike.
 
-    Each function first runs ``warmup[name]`` untimed calls (compilation happens there); every
-    timed call is synchronized. Returns ``({name: ms}, {name: output of its last call})``.
+    Each function first runs ``warmup`` untimed calls (an int for all, or ``{name: calls}``;
+    compilation and one-off costs happen there); every timed call is synchronized on CUDA.
+    Returns ``({name: ms}, {name: output of its last call})``::
+
+        ms, _ = time_side_by_side({"dense": lambda: dense_attention(q, k, v, w),
+                                   "sdpa": lambda: F.scaled_dot_product_attention(q, k, v)}, device)
     """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    warm = warmup if isinstance(warmup, dict) else {name: warmup for name in fns}
     for name, fn in fns.items():
-        for _ in range(warmup[name]):
+        for _ in range(warm[name]):
             fn()
     sync(device)
     times: Dict[str, List[float]] = {name: [] for name in fns}
