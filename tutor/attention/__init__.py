@@ -6,7 +6,7 @@
 * :func:`hybrid_attention`  - memory-linear backends (``blocked`` everywhere, more on GPU).
 """
 from .dense import dense_attention
-from .dispatch import IMPLS, sparse_attention
+from .sparse import IMPLS, sparse_attention
 from .hybrid import BACKENDS, choose_backend, hybrid_attention
 from .layer import HybridSparseAttention
 from .looped import looped_attention
