@@ -126,10 +126,13 @@ def check_inputs(q, k, v, window, global_mask, key_padding_mask, scale, *,
     return window, global_mask, key_padding_mask, check_scale(scale, q)
 
 
-def empty_result(q: Tensor, return_weights: bool):
-    """The answer for a batch with no rows at all (B = 0 or H = 0): empty out [, empty weights]."""
+def empty_result(q: Tensor, k: Tensor, v: Tensor, return_weights: bool):
+    """The answer for a batch with no rows at all (B = 0 or H = 0): empty out [, empty weights].
+
+    The output is tied to q, k, v by autograd (all gradients empty), like any other output.
+    """
     B, H, T, _ = q.shape
-    out = q.new_zeros(q.shape)                                             # (B, H, T, Dh), no element
+    out = (q + k + v) * 0                                                  # (B, H, T, Dh), no element
     weights = q.new_zeros(B, H, T, T, dtype=torch.float64 if q.dtype == torch.float64 else torch.float32)
     return (out, weights) if return_weights else out
 

@@ -85,7 +85,7 @@ def flex_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     if reason is not None:
         raise ValueError(f"backend='flex' cannot run here: {reason}")
     if q.numel() == 0:                                                     # B = 0 or H = 0: no tile to run
-        return empty_result(q, False)
+        return empty_result(q, k, v, False)
     B, H, T, Dh = q.shape
     block_mask, idx, valid, Gp = flex_plan(B, T, window, global_mask, key_padding_mask, causal,
                                            q.device, layout, dilation=dilation, pattern=pattern)

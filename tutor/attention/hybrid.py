@@ -196,7 +196,7 @@ def hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     chosen = choose_backend(q, backend, needs_grad=grad, return_weights=return_weights,
                             dropout=dropout_p > 0, dilation=dilation, pattern=pattern)
     if q.numel() == 0:                                                     # B = 0 or H = 0: nothing to run
-        return empty_result(q, return_weights)
+        return empty_result(q, k, v, return_weights)
     kwargs = {"dropout_p": dropout_p} if dropout_p > 0 else {}
     if dilation != 1:
         kwargs["dilation"] = dilation
