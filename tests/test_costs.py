@@ -121,7 +121,7 @@ SETTINGS = [  # B, H, T, Dh, window, G, causal
     (2, 2, 300, 32, 40, 3, True),      # n_side = 2, causal
     (1, 1, 7, 8, 5, 1, False),         # T < b
 ]
-IMPL_FNS = {"dense": dense_attention, "unfold": unfold_attention, "hybrid": blocked_mod.blocked_attention}
+IMPL_FNS = {"dense": dense_attention, "unfold": unfold_attention, "hybrid": blocked_mod.blocked_hybrid_attention}
 
 
 def inputs(B, H, T, Dh, G, seed=0):
