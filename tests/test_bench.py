@@ -14,17 +14,22 @@ import torch
 from matplotlib.figure import Figure
 
 from tutor import bench
-from tutor.masks import count_allowed, hybrid_mask
 from tutor.viz.blocks import plot_benchmark, plot_query_blocks, plot_roofline, plot_tile_states
 
 
-@pytest.mark.parametrize("T, window, G, causal", [(1, 0, 0, False), (17, 2, 2, False), (17, 2, 3, True),
-                                                  (40, 50, 1, False), (64, 4, 5, True), (33, 0, 4, False)])
-def test_allowed_pairs_matches_the_mask(T, window, G, causal):
-    gm = torch.zeros(1, T, dtype=torch.bool)
-    gm[0, bench.global_positions(T, G)] = True
-    want = count_allowed(hybrid_mask(T, window, gm, causal=causal))
-    assert bench.allowed_pairs(T, window, bench.global_positions(T, G), causal) == want
+def test_global_positions_spread_evenly():
+    assert bench.global_positions(16, 0) == []
+    assert bench.global_positions(16, 2) == [0, 8]
+    assert bench.global_positions(3, 5) == [0, 1, 2]                # G > T: each position once
+
+
+def test_python_m_tutor_bench_runs_the_package(tmp_path):
+    """``python -m tutor.bench`` (the package's __main__) in a fresh interpreter."""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-m", "tutor.bench", "--T", "0"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "--T" in res.stderr
 
 
 def test_quick_run_writes_the_csv_and_plot(tmp_path, capsys):
@@ -123,3 +128,25 @@ def test_plots_return_figures_with_the_data():
     assert len(fig.axes[0].patches) >= 2 * 4                    # a needed and a scored span per block
     with pytest.raises(ValueError, match="block"):
         plot_query_blocks(16, 2, 0)
+
+
+def test_time_side_by_side_warms_up_interleaves_and_returns_medians():
+    calls = []
+    fns = {"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}
+    ms, outs = bench.time_side_by_side(fns, "cpu", repeats=3, warmup={"a": 2, "b": 0})
+    assert calls == ["a", "a", "a", "b", "a", "b", "a", "b"]          # warm-up first, then interleaved
+    assert outs == {"a": 1, "b": 2} and set(ms) == {"a", "b"} and all(t >= 0 for t in ms.values())
+    calls.clear()
+    bench.time_side_by_side(fns, torch.device("cpu"), repeats=1)    # defaults: one warm-up each
+    assert calls == ["a", "b", "a", "b"]
+    with pytest.raises(ValueError, match="repeats"):
+        bench.time_side_by_side(fns, "cpu", repeats=0)
+
+
+def test_load_benchmarks_reads_the_stored_results_by_name():
+    rows = bench.load_benchmarks("cpu.csv")                         # a bare name: docs/benchmarks/cpu.csv
+    same = bench.load_benchmarks([bench.BENCH_DIR / "cpu.csv"])
+    assert rows and [(r["impl"], r["backend"], r["T"], r["time_ms"]) for r in rows] == \
+        [(r["impl"], r["backend"], r["T"], r["time_ms"]) for r in same]
+    assert {r["impl"] for r in rows} >= {"dense", "hybrid"} and all(isinstance(r["T"], float) for r in rows)
+    assert len(bench.load_benchmarks()) >= len(rows)                # default: every CSV of the folder

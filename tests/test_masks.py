@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from strategies import (as_lists, brute_allowed, brute_allowed_tensor, global_masks, padding_masks,
                         single_thread, windows)  # noqa: F401 (single_thread is a fixture)
-from tutor.masks import (and_masks, count_allowed, create_mask, generate_causal, generate_causal_window,
+from tutor.costs import count_allowed
+from tutor.masks import (and_masks, create_mask, generate_causal, generate_causal_window,
                          generate_global, generate_key_padding, generate_local_window, hybrid_mask,
                          hybrid_mask_mod, or_masks)
 

@@ -16,6 +16,7 @@ from strategies import (as_lists, global_masks, padding_masks, random_qkv, refer
                         single_thread)
 from tutor import masks, patterns
 from tutor.attention import dense_attention
+from tutor.costs import count_allowed
 from tutor.masks import and_masks, create_mask, generate_causal, generate_dilated_window, hybrid_mask, or_masks
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -139,12 +140,12 @@ def test_lsh_groups_similar_vectors():
 
 
 @pytest.mark.parametrize("max_elements", [1, 7, 1 << 24])
-def test_count_pairs_walks_row_blocks_without_a_full_mask(max_elements):
+def test_count_allowed_walks_row_blocks_of_any_pattern(max_elements):
     T = 23
     x = torch.randn(2, T, 3, generator=torch.Generator().manual_seed(0))
     for mod, B in ((generate_dilated_window(2, 3), 1), (patterns.generate_bigbird_random(T, 4, 2, 1), 1),
                    (and_masks(patterns.generate_lsh_buckets(x, 4, 0), generate_causal()), 2)):
-        assert patterns.count_pairs(mod, T, B, max_elements=max_elements) == int(create_mask(mod, B, T).sum())
+        assert count_allowed(mod, T, B, max_elements=max_elements) == int(create_mask(mod, B, T).sum())
 
 
 # --------------------------------------------------------------------------- composition
@@ -227,9 +228,9 @@ def test_defaults_keep_todays_rule():
 def test_pattern_is_head_independent():
     seen = []
 
-    def spy(b, h, q_idx, kv_idx):
-        seen.append(h)
-        return (q_idx + h) == kv_idx                      # would differ per head if h leaked through
+    def spy(batch, head, q_idx, kv_idx):
+        seen.append(head)
+        return (q_idx + head) == kv_idx                   # would differ per head if head leaked through
     mod = masks.hybrid_mask_mod(0, pattern=spy)
     out = mod(torch.tensor(0), torch.tensor(3), torch.tensor(2), torch.tensor(2))
     assert bool(out) and all(int(h) == 0 for h in seen)
@@ -293,9 +294,28 @@ def test_bad_input(call, exc, match):
         call()
 
 
-def test_zoo_is_re_exported_from_masks():
-    from tutor.masks import generate_bigbird_random, generate_lsh_buckets  # noqa: F401
-    assert masks.generate_block_sparse is patterns.generate_block_sparse
-    assert set(patterns.__all__) <= set(masks.__all__)
-    with pytest.raises(AttributeError):
-        masks.no_such_pattern  # noqa: B018
+def test_one_mask_floor_and_no_circle():
+    """masks imports nothing of ours and no longer re-exports the zoo; patterns builds on masks' public names."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(masks))
+    ours = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("tutor"))]
+    assert ours == []
+    assert not hasattr(masks, "generate_block_sparse") and not hasattr(masks, "__getattr__")
+    used = {a.name for n in ast.walk(ast.parse(inspect.getsource(patterns)))
+            if isinstance(n, ast.ImportFrom) and n.module == "masks" for a in n.names}
+    assert used and all(not name.startswith("_") and name in masks.__all__ for name in used)
+
+
+def test_predicates_take_batch_head_q_idx_kv_idx():
+    """docs/notation.md: ``b`` is the block size, never the batch index of a predicate."""
+    import inspect
+    mods = [masks.generate_local_window(1), masks.generate_causal(), masks.generate_dilated_window(1, 2),
+            masks.generate_global(torch.zeros(1, 4, dtype=torch.bool)),
+            masks.generate_key_padding(torch.zeros(1, 4, dtype=torch.bool)),
+            masks.and_masks(masks.generate_causal()), masks.or_masks(masks.generate_causal()),
+            patterns.generate_block_sparse(2, torch.ones(2, 2, dtype=torch.bool)), patterns.generate_block_diagonal(2),
+            patterns.generate_strided(2), patterns.generate_fixed_summary(2), patterns.generate_bigbird_random(8, 2, 1, 0),
+            patterns.generate_lsh_buckets(torch.randn(1, 4, 2), 2, 0)]
+    for mod in mods:
+        assert list(inspect.signature(mod).parameters) == ["batch", "head", "q_idx", "kv_idx"], mod.__name__

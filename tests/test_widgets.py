@@ -1,7 +1,8 @@
-"""Headless tests of the explorers: pure functions in tutor.viz.explorers, glue in tutor.widgets.
+"""Headless tests of the explorers: figures in tutor.viz.explorers, glue in tutor.widgets.
 
-No kernel, no browser: widgets are created in-process, their controls set from Python, and
-the state, the HTML numbers and the PNG in the Output are checked after each change.
+No browser: widgets are created in-process, their controls set from Python, and the state, the
+HTML numbers and the PNG in the Output are checked after each change. One test runs a notebook
+headless (nbclient) and exports it to HTML: each explorer must leave its figure as a plain image.
 """
 import base64
 import math
@@ -11,11 +12,14 @@ import pytest
 import torch
 
 from tutor.attention import HybridSparseAttention
-from tutor.attention.blocked import default_block_size
-from tutor.masks import count_allowed, create_mask, hybrid_mask
+from tutor.bench import load_benchmarks
+from tutor.costs import IMPLS, attention_cost, count_allowed, hybrid_pairs
+from tutor.masks import create_mask, global_mask_at, hybrid_mask
+from tutor.patterns import generate_bigbird_random, generate_block_diagonal, pattern_mask
 from tutor.viz import explorers as ex
+from tutor.viz.unfold import format_bytes
 from tutor.widgets import (AttentionExplorer, CostExplorer, PatternExplorer, attention_explorer,
-                           cost_explorer, pattern_explorer)
+                           cost_explorer, parse_positions, pattern_explorer, toy_attention_weights)
 
 BENCH_HEADER = "impl,backend,device,dtype,B,H,T,Dh,window,G,time_ms,peak_mem_mb,speedup_vs_dense,max_err\n"
 
@@ -34,124 +38,79 @@ def global_flags(T, positions):
     return g
 
 
+def test_global_mask_at():
+    assert torch.equal(global_mask_at(6, (0, 4)), global_flags(6, (0, 4)))
+    assert not global_mask_at(3, ()).any() and global_mask_at(3, ()).shape == (1, 3)
+    with pytest.raises(ValueError, match="0..5"):
+        global_mask_at(6, (6,))
+
+
 # ---------------------------------------------------------------- pure functions
 
 @pytest.mark.parametrize("text, expected", [("0, 17", (0, 17)), ("17 0", (0, 17)), ("2-4,3", (2, 3, 4)),
                                             ("", ()), ("  ", ()), ("all", tuple(range(20)))])
 def test_parse_positions(text, expected):
-    assert ex.parse_positions(text, 20) == expected
+    assert parse_positions(text, 20) == expected
 
 
 @pytest.mark.parametrize("text", ["20", "3-1", "a", "-1", "1.5"])
 def test_parse_positions_rejects_with_reason(text):
     with pytest.raises(ValueError, match="positions"):
-        ex.parse_positions(text, 20)
+        parse_positions(text, 20)
     with pytest.raises(TypeError, match="positions"):
-        ex.parse_positions([0, 1], 20)
+        parse_positions([0, 1], 20)
 
 
-def test_local_pair_count_hand_counts():
-    # T=5, w=1: rows read 2,3,3,3,2 keys; causal: 1,2,2,2,2
-    assert ex.local_pair_count(5, 1) == 13
-    assert ex.local_pair_count(5, 1, causal=True) == 9
-    assert ex.local_pair_count(5, 0) == 5
-    assert ex.local_pair_count(5, 4) == ex.local_pair_count(5, 100) == 25
-    assert ex.local_pair_count(5, 100, causal=True) == 15
-
-
-@pytest.mark.parametrize("T", [1, 2, 7, 16])
-@pytest.mark.parametrize("causal", [False, True])
-def test_local_pair_count_matches_masks(T, causal):
-    for w in range(T + 2):
-        loops = sum(1 for i in range(T) for j in range(T)
-                    if (0 <= i - j <= w if causal else abs(i - j) <= w))
-        assert ex.local_pair_count(T, w, causal) == loops == count_allowed(hybrid_mask(T, w, causal=causal))
-
-
-@pytest.mark.parametrize("T, w, g", [(9, 0, ()), (9, 2, (0,)), (12, 3, (0, 11)), (8, 20, (4,)), (6, 1, range(6))])
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("T, w, g, causal", [(1, 0, (), False), (9, 2, (), False), (9, 2, (0, 4), True),
+                                         (12, 20, (11,), False), (16, 3, (0, 5, 6), False)])
 def test_pattern_mask_equals_hybrid_mask(T, w, g, causal):
-    ours = ex.pattern_mask(T, w, tuple(g), causal=causal)
+    ours = pattern_mask(T, w, tuple(g), causal=causal)
     assert torch.equal(ours, hybrid_mask(T, w, global_flags(T, g) if len(g) else None, causal=causal)[0])
 
 
-@pytest.mark.parametrize("kwargs, name", [(dict(T=0, window=1), "T"), (dict(T=5, window=-1), "window"),
-                                          (dict(T=5, window=1, block=-2), "block"),
-                                          (dict(T=5, window=1, num_random=-1), "num_random"),
-                                          (dict(T=5, window=1.5), "window"),
-                                          (dict(T=5, window=1, global_positions=(5,)), "global_positions")])
+@pytest.mark.parametrize("kwargs, name", [(dict(T=0, window=1), "T"), (dict(T=4, window=-1), "window"),
+                                          (dict(T=4, window=1, random_blocks=-1), "random_blocks"),
+                                          (dict(T=4, window=1, block_size=0), "block_size"),
+                                          (dict(T=4, window=1, random_blocks=4), "num_random_blocks")])
 def test_pattern_mask_bad_input_names_the_argument(kwargs, name):
-    with pytest.raises(ValueError, match=name):
-        ex.pattern_mask(**kwargs)
+    with pytest.raises((ValueError, TypeError), match=name):
+        pattern_mask(**kwargs)
 
 
-def test_dilated_block_random_patterns():
-    dil = create_mask(ex.explorer_dilated_mod(2, 3), 1, 12)[0]
-    assert dil[5].nonzero().flatten().tolist() == [2, 5, 8, 11]   # 2 keys each side 3 apart, -1 cut
-    assert dil[0].nonzero().flatten().tolist() == [0, 3, 6]
-    assert torch.equal(create_mask(ex.explorer_dilated_mod(2, 1), 1, 9), hybrid_mask(9, 2))
-    with pytest.raises(ValueError, match="dilation"):
-        ex.explorer_dilated_mod(2, 0)
-
-    blk = ex.pattern_mask(8, 0, block=4)
-    assert torch.equal(blk, torch.block_diag(torch.ones(4, 4), torch.ones(4, 4)).bool())
-
-    rnd = create_mask(ex.explorer_random_mod(16, 3, seed=1), 1, 16)[0]
-    assert rnd.sum(dim=1).tolist() == [3] * 16                    # exactly r keys per query
-    assert torch.equal(rnd, create_mask(ex.explorer_random_mod(16, 3, seed=1), 1, 16)[0])
-    assert not torch.equal(rnd, create_mask(ex.explorer_random_mod(16, 3, seed=2), 1, 16)[0])
-    both = ex.pattern_mask(16, 1, num_random=3, seed=1, causal=True)
-    assert torch.equal(both, (hybrid_mask(16, 1)[0] | rnd) & torch.ones(16, 16).bool().tril())
-
-
-def test_attention_cost_formulas():
-    B, H, T, Dh = 2, 3, 128, 16
-    io = 4 * B * H * T * Dh
-    dense = ex.attention_cost("dense", T, 4, 2, B=B, H=H, Dh=Dh)
-    assert dense == {"flops": 4 * B * H * T * T * Dh, "memory_bytes": 4 * (io + B * H * T * T)}
-    unf = ex.attention_cost("unfold", T, 0, 0, B=B, H=H, Dh=Dh)  # window 0: one key per query
-    assert unf["flops"] == 4 * B * H * T * Dh
-    assert unf["memory_bytes"] == 4 * (io + 2 * B * H * T * Dh + B * H * T)
-    b = default_block_size(16, T)                                 # query block of the blocked backend
-    hyb = ex.attention_cost("hybrid", T, 16, 3, B=B, H=H, Dh=Dh)
-    assert hyb["flops"] == 4 * B * H * Dh * (math.ceil(T / b) * b * (b + 32 + 3) + 3 * T)
-    causal = ex.attention_cost("hybrid", T, 16, 3, B=B, H=H, Dh=Dh, causal=True)
-    assert causal["flops"] == 4 * B * H * Dh * (math.ceil(T / b) * b * (b + 16 + 3) + 3 * T)
-    # dense is quadratic, hybrid linear in T
-    big = [ex.attention_cost(i, 1 << 14, 16, 2) for i in ex.IMPLS]
-    bigger = [ex.attention_cost(i, 1 << 15, 16, 2) for i in ex.IMPLS]
-    assert bigger[0]["flops"] == 4 * big[0]["flops"]
-    assert bigger[2]["flops"] == pytest.approx(2 * big[2]["flops"], rel=1e-3)
-    assert big[2]["memory_bytes"] < big[1]["memory_bytes"] < big[0]["memory_bytes"]
-    # unfold's K/V windows (2 (2w+1) Dh per query) outgrow dense's T scores when 2 (2w+1) Dh > T
-    assert ex.attention_cost("unfold", 4096, 64)["memory_bytes"] > ex.attention_cost("dense", 4096, 64)["memory_bytes"]
-    with pytest.raises(ValueError, match="impl"):
-        ex.attention_cost("flash", 8, 1)
-    with pytest.raises(ValueError, match="G"):
-        ex.attention_cost("dense", 8, 1, G=9)
+def test_pattern_mask_uses_the_zoos_block_patterns():
+    """Block diagonal and BigBird's random blocks of notebook 05, OR-ed into the hybrid rule."""
+    blk = pattern_mask(8, 0, block_size=4, block_diagonal=True)
+    assert torch.equal(blk, create_mask(generate_block_diagonal(4), 1, 8)[0])
+    rnd = pattern_mask(16, 1, block_size=4, random_blocks=2, seed=1, causal=True)
+    want = create_mask(generate_bigbird_random(16, 4, 2, 1), 1, 16)[0] | hybrid_mask(16, 1)[0]
+    assert torch.equal(rnd, want & torch.ones(16, 16, dtype=torch.bool).tril())
+    assert not torch.equal(pattern_mask(16, 1, block_size=4, random_blocks=2, seed=2),
+                           pattern_mask(16, 1, block_size=4, random_blocks=2, seed=1))
+    dil = pattern_mask(12, 2, dilation=3)
+    assert dil[6].nonzero().flatten().tolist() == [0, 3, 6, 9]
 
 
 def test_format_bytes():
-    assert ex.format_bytes(512) == "512 B"
-    assert ex.format_bytes(1536) == "1.5 KiB"
-    assert ex.format_bytes(3 * 2**30) == "3.0 GiB"
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1536) == "1.5 KiB"
+    assert format_bytes(3 * 2**30) == "3.0 GiB"
 
 
 def test_load_benchmarks_is_graceful(tmp_path):
-    assert ex.load_benchmarks([tmp_path / "missing.csv"]) == []
+    assert load_benchmarks([tmp_path / "missing.csv"]) == []
     good = tmp_path / "cpu.csv"
     good.write_text(BENCH_HEADER + "hybrid,blocked,cpu,float32,1,8,1024,64,64,2,3.5,12.0,4.1,1e-6\n"
                     "dense,,cpu,float32,1,8,oops,64,64,2,3.5,12.0,1,0\n"       # no T: skipped
                     "unfold,torch,cpu,float32,1,8,2048,64,64,2,7.5,,,\n")      # dense skipped: NaN
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
-    rows = ex.load_benchmarks([good, tmp_path / "other.csv"])
+    rows = load_benchmarks([good, tmp_path / "other.csv"])
     assert [(r["impl"], r["T"]) for r in rows] == [("hybrid", 1024.0), ("unfold", 2048.0)]
     assert math.isnan(rows[1]["peak_mem_mb"]) and rows[1]["time_ms"] == 7.5
 
 
 def test_toy_attention_weights_match_the_layer_and_keep_rng():
     state = torch.get_rng_state()
-    w = ex.toy_attention_weights(10, 2, (0, 7), impl="unfold", seed=3)
+    w = toy_attention_weights(10, 2, (0, 7), impl="unfold", seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(3)
     layer = HybridSparseAttention(32, 4, 2, impl="dense").eval()
@@ -162,7 +121,7 @@ def test_toy_attention_weights_match_the_layer_and_keep_rng():
 
 
 def test_plot_attention_explorer_bars_are_the_row():
-    w = ex.toy_attention_weights(12, 1, (3,), seed=0)[1]
+    w = toy_attention_weights(12, 1, (3,), seed=0)[1]
     fig = ex.plot_attention_explorer(w, 6, 1, (3,))
     heights = [p.get_height() for p in fig.axes[0].patches]
     np.testing.assert_allclose(heights, w[6].numpy(), atol=1e-7)
@@ -195,7 +154,8 @@ def test_pattern_explorer_updates_on_every_control():
     np.testing.assert_array_equal(p.figure.axes[0].images[0].get_array(), expected.numpy())
     assert f"allowed pairs: {int(expected.sum())} / {T * T}" in p.stats.value != before_text
     assert png_of(p) != before_png
-    for control, value in ((p.causal, True), (p.dilation, 2), (p.num_random, 2), (p.seed, 5), (p.block, 4)):
+    for control, value in ((p.causal, True), (p.dilation, 2), (p.random_blocks, 2), (p.seed, 5),
+                           (p.block_diagonal, True), (p.block_size, 8)):
         old = p.mask.clone()
         control.value = value
         assert not torch.equal(p.mask, old), control.description
@@ -204,7 +164,7 @@ def test_pattern_explorer_updates_on_every_control():
 
 def test_global_picker_click_and_type_stay_in_sync():
     p = PatternExplorer(T=16, window=1, global_positions=())
-    assert p.allowed_pairs == ex.local_pair_count(16, 1)
+    assert p.allowed_pairs == hybrid_pairs(16, 1)
     p.globals_.select.value = (3, 9)                             # clicked
     assert p.globals_.text.value == "3, 9" and p.globals_.positions == (3, 9)
     assert torch.equal(p.mask, hybrid_mask(16, 1, global_flags(16, (3, 9)))[0])
@@ -226,7 +186,7 @@ def test_pattern_explorer_extremes(window, globals_text, pairs):
     p.globals_.text.value = globals_text
     assert p.allowed_pairs == pairs
     assert f"allowed pairs: {pairs} / 144" in p.stats.value
-    assert set(p.memory) == set(ex.IMPLS) and all(m > 0 for m in p.memory.values())
+    assert set(p.memory) == set(IMPLS) and all(m > 0 for m in p.memory.values())
 
 
 def test_attention_explorer_row_is_the_layers_row():
@@ -269,8 +229,8 @@ def test_cost_explorer_without_and_with_measurements(tmp_path):
     png = png_of(c)
     c.T.value = 256
     assert "T = 256" in c.table.value and png_of(c) != png
-    assert c.costs == {i: ex.attention_cost(i, 256, c.window.value, c.G.value, B=c.B, H=c.H, Dh=c.Dh)
-                       for i in ex.IMPLS}
+    assert c.costs == {i: attention_cost(i, 256, c.window.value, c.G.value, B=c.B, H=c.H, Dh=c.Dh)
+                       for i in IMPLS}
     for w, G in ((0, 0), (1024, 64)):                              # extremes: G > T is clipped
         c.window.value, c.G.value = w, G
         assert all(v["flops"] > 0 for v in c.costs.values())
@@ -280,9 +240,52 @@ def test_cost_explorer_without_and_with_measurements(tmp_path):
     csv = tmp_path / "bench.csv"
     csv.write_text(BENCH_HEADER + "".join(
         f"{impl},x,cpu,float32,2,4,{T},32,16,1,{T / 100},{T / 50},1,0\n"
-        for impl in ex.IMPLS for T in (256, 512, 1024)))
+        for impl in IMPLS for T in (256, 512, 1024)))
     m = CostExplorer(paths=[csv])
     assert (m.B, m.H, m.Dh, m.window.value, m.G.value) == (2, 4, 32, 16, 1)
     assert len(m.measured) == 9 and "9 measured points" in m.figure.get_suptitle()
     m.window.value = 17
     assert "no measured points" in m.figure.get_suptitle()
+
+
+def test_random_blocks_are_capped_to_the_other_blocks():
+    p = PatternExplorer(T=8, window=0, global_positions=())
+    p.block_size.value = 4                                        # 2 blocks: at most 1 random block
+    p.random_blocks.value = 5
+    assert p.n_random == 1 and "capped at 1" in p.stats.value
+    assert torch.equal(p.mask, pattern_mask(8, 0, (), block_size=4, random_blocks=1))
+
+
+@pytest.mark.parametrize("make", [pattern_explorer, attention_explorer, lambda: cost_explorer(paths=[])])
+def test_displayed_explorer_carries_its_figure_as_an_image(make):
+    """The widget view for JupyterLab, and the current figure as image/png for everything else."""
+    e = make()
+    data = e._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert base64.b64decode(data["image/png"]) == png_of(e)
+
+
+def test_headless_run_and_html_export_show_each_explorers_figure(tmp_path):
+    """nbclient runs a notebook of the three explorer cells: each output holds the widget and its figure.
+
+    Exported to HTML without the widget state (what a renderer that cannot run widgets sees), the
+    page shows the three figures as plain images.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in (
+        "from tutor.widgets import pattern_explorer\npattern_explorer()",
+        "from tutor.widgets import attention_explorer\nattention_explorer(T=8)",
+        "from tutor.widgets import cost_explorer\ncost_explorer()")])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    pngs = []
+    for cell in nb.cells:
+        (out,) = [o for o in cell.outputs if o.output_type == "execute_result"]
+        assert {"application/vnd.jupyter.widget-view+json", "image/png"} <= set(out.data)
+        assert base64.b64decode(out.data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+        pngs.append(out.data["image/png"])
+    nb.metadata.pop("widgets", None)
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert all(f"data:image/png;base64,{png}" in html for png in pngs)

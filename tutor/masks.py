@@ -1,56 +1,48 @@
 """Attention masks as tiny predicates, in the attention-gym spirit.
 
-A *mask mod* is a function ``mask_mod(b, h, q_idx, kv_idx) -> bool tensor`` that says whether
-query ``q_idx`` may attend key ``kv_idx`` in batch element ``b`` and head ``h``. The arguments are
+A *mask mod* is a function ``mask_mod(batch, head, q_idx, kv_idx) -> bool tensor`` that says whether
+query ``q_idx`` may attend key ``kv_idx`` in batch element ``batch`` and head ``head`` (the
+argument order of FlexAttention's ``mask_mod``). The arguments are
 integer tensors that broadcast against each other, so the same predicate can be evaluated on a
 whole grid at once (:func:`create_mask`) or handed to FlexAttention one element at a time.
 
 Factories ``generate_<name>(params)`` build the predicates; :func:`and_masks` and :func:`or_masks`
 combine them; :func:`hybrid_mask` materializes the Longformer/BigBird rule of SPEC.md:
 
-    allowed[b, i, j] = (|i - j| <= w  or  global[b, i]  or  global[b, j])
-                       and (j <= i if causal)  and  not pad[b, i]  and  not pad[b, j]
+    allowed[batch, i, j] = (|i - j| <= w  or  global[batch, i]  or  global[batch, j])
+                           and (j <= i if causal)  and  not pad[batch, i]  and  not pad[batch, j]
 
 Two keyword options widen the local term (both off by default, so the rule above is unchanged):
 ``dilation=d`` makes it the dilated window ``|i - j| <= w*d and (i - j) % d == 0``, and
 ``pattern=mod`` ORs in any extra head-independent predicate (BigBird's random blocks, a block
-layout, LSH buckets). The pattern zoo lives in :mod:`tutor.patterns` and is re-exported here.
+layout, LSH buckets). The pattern zoo lives one floor up, in :mod:`tutor.patterns`, built on the
+public names here (:func:`name_mask`, :func:`check_int`); this module imports nothing of ours.
+Counting the pairs a mask allows is :func:`tutor.costs.count_allowed`.
 
 A factory whose predicate reads per-sequence data or a fixed-size table records it on the
 predicate: ``mod.batch_size`` (B of its data) and ``mod.max_len`` (positions it covers);
-:func:`and_masks` / :func:`or_masks` pass them on and :func:`hybrid_mask` checks them.
+:func:`name_mask` (so :func:`and_masks` / :func:`or_masks`) passes them on and :func:`hybrid_mask`
+checks them.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
-#: the pattern zoo, defined in :mod:`tutor.patterns` and importable from here too (lazily)
-_ZOO = ("generate_block_sparse", "generate_block_diagonal", "generate_strided", "generate_fixed_summary",
-        "bigbird_random_table", "layout_from_table", "generate_bigbird_random", "lsh_buckets", "generate_lsh_buckets",
-        "count_pairs")
-
 __all__ = [
     "MaskMod", "generate_local_window", "generate_causal", "generate_causal_window",
     "generate_dilated_window", "generate_global", "generate_key_padding", "and_masks", "or_masks",
-    "create_mask", "hybrid_mask_mod", "hybrid_mask", "count_allowed", *_ZOO,
+    "create_mask", "hybrid_mask_mod", "hybrid_mask", "name_mask", "check_int", "check_dilation",
+    "check_pattern", "pattern_batch", "global_mask_at",
 ]
 
 
-def __getattr__(name: str):
-    """Re-export the zoo of :mod:`tutor.patterns` without a circular import at load time."""
-    if name in _ZOO:
-        from . import patterns
-        return getattr(patterns, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _named(fn: MaskMod, name: str, *parts: MaskMod) -> MaskMod:
-    """Set ``fn.__name__``; inherit ``batch_size`` / ``max_len`` from ``parts`` (the most demanding)."""
+def name_mask(fn: MaskMod, name: str, *parts: MaskMod) -> MaskMod:
+    """Set ``fn.__name__`` (plot titles, messages); inherit ``batch_size`` / ``max_len`` from ``parts`` (the most demanding)."""
     fn.__name__ = name
     sizes = [getattr(p, "batch_size", None) for p in parts]
     lens = [getattr(p, "max_len", None) for p in parts]
@@ -61,7 +53,7 @@ def _named(fn: MaskMod, name: str, *parts: MaskMod) -> MaskMod:
     return fn
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int) -> int:
     """``value`` as an int >= ``minimum``; bools, floats and strings are refused (TypeError)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
@@ -72,21 +64,21 @@ def _check_int(name: str, value, minimum: int) -> int:
 
 def generate_local_window(window: int) -> MaskMod:
     """Sliding window: ``|i - j| <= window`` (``2w + 1`` keys, fewer at the edges)."""
-    def local(b, h, q_idx, kv_idx):
+    def local(batch, head, q_idx, kv_idx):
         return (q_idx - kv_idx).abs() <= window
-    return _named(local, f"local_w{window}")
+    return name_mask(local, f"local_w{window}")
 
 
 def generate_causal() -> MaskMod:
     """Decoder rule: a query never reads a later key (``j <= i``)."""
-    def causal(b, h, q_idx, kv_idx):
+    def causal(batch, head, q_idx, kv_idx):
         return kv_idx <= q_idx
-    return _named(causal, "causal")
+    return name_mask(causal, "causal")
 
 
 def generate_causal_window(window: int) -> MaskMod:
     """Causal sliding window: ``0 <= i - j <= window``."""
-    return _named(and_masks(generate_local_window(window), generate_causal()),
+    return name_mask(and_masks(generate_local_window(window), generate_causal()),
                   f"causal_local_w{window}")
 
 
@@ -96,16 +88,16 @@ def generate_dilated_window(window: int, dilation: int = 1) -> MaskMod:
     Still ``2w + 1`` keys per query, spread over a span of ``2wd + 1``; ``dilation=1`` is
     :func:`generate_local_window`.
     """
-    _check_int("window", window, 0)
-    _check_int("dilation", dilation, 1)
+    check_int("window", window, 0)
+    check_int("dilation", dilation, 1)
     if dilation == 1:
         return generate_local_window(window)
     reach = window * dilation
 
-    def dilated(b, h, q_idx, kv_idx):
+    def dilated(batch, head, q_idx, kv_idx):
         d = q_idx - kv_idx
         return (d.abs() <= reach) & (d % dilation == 0)
-    return _named(dilated, f"dilated_w{window}_d{dilation}")
+    return name_mask(dilated, f"dilated_w{window}_d{dilation}")
 
 
 def generate_global(global_mask: Tensor) -> MaskMod:
@@ -113,9 +105,20 @@ def generate_global(global_mask: Tensor) -> MaskMod:
 
     ``global_mask``: (B, T) bool, True where the token is global.
     """
-    def global_(b, h, q_idx, kv_idx):
-        return global_mask[b, q_idx] | global_mask[b, kv_idx]
-    return _named(global_, "global")
+    def global_(batch, head, q_idx, kv_idx):
+        return global_mask[batch, q_idx] | global_mask[batch, kv_idx]
+    return name_mask(global_, "global")
+
+
+def global_mask_at(T: int, positions: Sequence[int]) -> Tensor:
+    """The (1, T) bool ``global_mask`` with True at ``positions`` (e.g. ``[0, 17]``), False elsewhere."""
+    check_int("T", T, 1)
+    bad = [p for p in positions if not 0 <= int(p) < T]
+    if bad:
+        raise ValueError(f"global positions must lie in 0..{T - 1}, got {bad} (T={T})")
+    g = torch.zeros(1, T, dtype=torch.bool)
+    g[0, [int(p) for p in positions]] = True                               # (1, T)
+    return g
 
 
 def generate_key_padding(key_padding_mask: Tensor) -> MaskMod:
@@ -123,9 +126,9 @@ def generate_key_padding(key_padding_mask: Tensor) -> MaskMod:
 
     ``key_padding_mask``: (B, T) bool, True where the position is padding.
     """
-    def not_padding(b, h, q_idx, kv_idx):
-        return ~(key_padding_mask[b, q_idx] | key_padding_mask[b, kv_idx])
-    return _named(not_padding, "not_padding")
+    def not_padding(batch, head, q_idx, kv_idx):
+        return ~(key_padding_mask[batch, q_idx] | key_padding_mask[batch, kv_idx])
+    return name_mask(not_padding, "not_padding")
 
 
 def and_masks(*mask_mods: MaskMod) -> MaskMod:
@@ -133,12 +136,12 @@ def and_masks(*mask_mods: MaskMod) -> MaskMod:
     if not mask_mods:
         raise ValueError("and_masks needs at least one mask_mod")
 
-    def and_mask(b, h, q_idx, kv_idx):
-        result = mask_mods[0](b, h, q_idx, kv_idx)
+    def and_mask(batch, head, q_idx, kv_idx):
+        result = mask_mods[0](batch, head, q_idx, kv_idx)
         for mod in mask_mods[1:]:
-            result = result & mod(b, h, q_idx, kv_idx)
+            result = result & mod(batch, head, q_idx, kv_idx)
         return result
-    return _named(and_mask, " & ".join(m.__name__ for m in mask_mods), *mask_mods)
+    return name_mask(and_mask, " & ".join(m.__name__ for m in mask_mods), *mask_mods)
 
 
 def or_masks(*mask_mods: MaskMod) -> MaskMod:
@@ -146,41 +149,41 @@ def or_masks(*mask_mods: MaskMod) -> MaskMod:
     if not mask_mods:
         raise ValueError("or_masks needs at least one mask_mod")
 
-    def or_mask(b, h, q_idx, kv_idx):
-        result = mask_mods[0](b, h, q_idx, kv_idx)
+    def or_mask(batch, head, q_idx, kv_idx):
+        result = mask_mods[0](batch, head, q_idx, kv_idx)
         for mod in mask_mods[1:]:
-            result = result | mod(b, h, q_idx, kv_idx)
+            result = result | mod(batch, head, q_idx, kv_idx)
         return result
-    return _named(or_mask, " | ".join(m.__name__ for m in mask_mods), *mask_mods)
+    return name_mask(or_mask, " | ".join(m.__name__ for m in mask_mods), *mask_mods)
 
 
 def create_mask(mask_mod: MaskMod, B: int, T: int, device=None) -> Tensor:
     """Evaluate ``mask_mod`` on the full grid: returns bool (B, T, T), True = allowed."""
-    b = torch.arange(B, device=device)[:, None, None]     # (B, 1, 1)
-    h = torch.zeros((), dtype=torch.long, device=device)
+    batch = torch.arange(B, device=device)[:, None, None]  # (B, 1, 1)
+    head = torch.zeros((), dtype=torch.long, device=device)
     q_idx = torch.arange(T, device=device)[None, :, None]  # (1, T, 1)
     kv_idx = torch.arange(T, device=device)[None, None, :]  # (1, 1, T)
-    return mask_mod(b, h, q_idx, kv_idx).expand(B, T, T).clone()  # (B, T, T)
+    return mask_mod(batch, head, q_idx, kv_idx).expand(B, T, T).clone()  # (B, T, T)
 
 
 def check_dilation(dilation) -> int:
     """``dilation`` is a positive int (1 = the plain window)."""
-    return _check_int("dilation", dilation, 1)
+    return check_int("dilation", dilation, 1)
 
 
 def check_pattern(pattern: Optional[MaskMod]) -> Optional[MaskMod]:
-    """``pattern`` is None or a mask_mod predicate ``(b, h, q_idx, kv_idx) -> bool``."""
+    """``pattern`` is None or a mask_mod predicate ``(batch, head, q_idx, kv_idx) -> bool``."""
     if pattern is not None and not callable(pattern):
-        raise TypeError(f"pattern must be a mask_mod (b, h, q_idx, kv_idx) -> bool or None, "
+        raise TypeError(f"pattern must be a mask_mod (batch, head, q_idx, kv_idx) -> bool or None, "
                         f"got {type(pattern).__name__}")
     return pattern
 
 
 def _head_free(pattern: MaskMod) -> MaskMod:
     """``pattern`` evaluated for head 0 whatever the head: the extra term is head-independent."""
-    def pattern_h0(b, h, q_idx, kv_idx):
-        return pattern(b, h * 0, q_idx, kv_idx)
-    return _named(pattern_h0, getattr(pattern, "__name__", "pattern"), pattern)
+    def pattern_h0(batch, head, q_idx, kv_idx):
+        return pattern(batch, head * 0, q_idx, kv_idx)
+    return name_mask(pattern_h0, getattr(pattern, "__name__", "pattern"), pattern)
 
 
 def hybrid_mask_mod(window: int, global_mask: Optional[Tensor] = None,
@@ -263,7 +266,3 @@ def pattern_batch(pattern: Optional[MaskMod], B: Optional[int], T: int) -> int:
         raise ValueError(f"pattern {name!r} was built for B={pb} sequences, but the masks have B={B}")
     return B if B is not None else (pb or 1)
 
-
-def count_allowed(mask: Tensor) -> int:
-    """Number of allowed (query, key) pairs in a materialized bool mask."""
-    return int(mask.sum().item())

@@ -1,6 +1,6 @@
 """The sparsity pattern zoo: more mask mods in the :mod:`tutor.masks` style (notebook 05).
 
-Each factory returns a predicate ``mod(b, h, q_idx, kv_idx) -> bool tensor`` with a ``__name__``.
+Each factory returns a predicate ``mod(batch, head, q_idx, kv_idx) -> bool tensor`` with a ``__name__``.
 Predicates never branch on tensor values: rules are arithmetic on the indices or a look-up in a
 table built once, in the factory, so they work on broadcast index grids
 (:func:`tutor.masks.create_mask`) and under FlexAttention's ``vmap`` alike. Randomness comes from
@@ -12,23 +12,26 @@ a ``torch.Generator`` seeded by the caller: the same seed gives the same mask.
 * :func:`generate_fixed_summary`  - the last ``summary`` keys of every block (Sparse Transformer, fixed).
 * :func:`generate_bigbird_random` - each query block reads ``r`` random key blocks (BigBird).
 * :func:`generate_lsh_buckets`    - tokens in the same hash bucket (Reformer's LSH attention).
-* :func:`count_pairs`             - allowed pairs of any predicate at any T, without a (T, T) mask.
+* :func:`pattern_mask`            - the hybrid rule widened by block-diagonal and BigBird random
+  blocks: what the pattern explorer of notebook 00 draws.
 
 Compose them with :func:`tutor.masks.or_masks` / :func:`~tutor.masks.and_masks`, or hand one
 to the hybrid rule as ``pattern=`` (``hybrid_mask``, ``dense_attention``, ``hybrid_attention``).
+Count what a pattern allows, at any T, with :func:`tutor.costs.count_allowed` (``count_allowed(mod, T)``).
+This module builds on the public names of :mod:`tutor.masks` (one floor down) and nothing else of ours.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .masks import MaskMod, _check_int, _named
+from .masks import MaskMod, check_int, global_mask_at, hybrid_mask, name_mask, or_masks
 
 __all__ = ["generate_block_sparse", "generate_block_diagonal", "generate_strided", "generate_fixed_summary",
            "bigbird_random_table", "layout_from_table", "generate_bigbird_random", "lsh_buckets",
-           "generate_lsh_buckets", "count_pairs"]
+           "generate_lsh_buckets", "pattern_mask"]
 
 
 def _per_device(table: Tensor):
@@ -48,47 +51,47 @@ def generate_block_sparse(block_size: int, layout: Tensor) -> MaskMod:
     ``layout``: (n_query_blocks, n_key_blocks) bool. The predicate covers positions
     ``< b * min(n_query_blocks, n_key_blocks)`` (recorded as ``mod.max_len``).
     """
-    b = _check_int("block_size", block_size, 1)
+    b = check_int("block_size", block_size, 1)
     if not isinstance(layout, Tensor) or layout.dtype != torch.bool or layout.dim() != 2:
         got = f"{layout.dtype} {tuple(layout.shape)}" if isinstance(layout, Tensor) else type(layout).__name__
         raise TypeError(f"layout must be a 2-D bool tensor (n_query_blocks, n_key_blocks), got {got}")
     table = _per_device(layout.clone())
 
-    def block_sparse(bi, h, q_idx, kv_idx):
+    def block_sparse(batch, head, q_idx, kv_idx):
         return table(q_idx.device)[q_idx // b, kv_idx // b]
-    mod = _named(block_sparse, f"block_sparse_b{b}")
+    mod = name_mask(block_sparse, f"block_sparse_b{b}")
     mod.max_len, mod.layout = b * min(layout.shape), layout.clone()
     return mod
 
 
 def generate_block_diagonal(block_size: int) -> MaskMod:
     """Local blocks: ``i // b == j // b`` (non-overlapping windows of ``b`` tokens)."""
-    b = _check_int("block_size", block_size, 1)
+    b = check_int("block_size", block_size, 1)
 
-    def block_diagonal(bi, h, q_idx, kv_idx):
+    def block_diagonal(batch, head, q_idx, kv_idx):
         return q_idx // b == kv_idx // b
-    return _named(block_diagonal, f"block_diag_b{b}")
+    return name_mask(block_diagonal, f"block_diag_b{b}")
 
 
 def generate_strided(stride: int) -> MaskMod:
     """Sparse Transformer's strided head: ``(i - j) % stride == 0``, at any distance."""
-    s = _check_int("stride", stride, 1)
+    s = check_int("stride", stride, 1)
 
-    def strided(b, h, q_idx, kv_idx):
+    def strided(batch, head, q_idx, kv_idx):
         return (q_idx - kv_idx) % s == 0
-    return _named(strided, f"strided_s{s}")
+    return name_mask(strided, f"strided_s{s}")
 
 
 def generate_fixed_summary(block_size: int, summary: int = 1) -> MaskMod:
     """Sparse Transformer's fixed head: everyone reads the last ``summary`` keys of each block."""
-    b = _check_int("block_size", block_size, 1)
-    c = _check_int("summary", summary, 1)
+    b = check_int("block_size", block_size, 1)
+    c = check_int("summary", summary, 1)
     if c > b:
         raise ValueError(f"summary must be <= block_size, got summary={c}, block_size={b}")
 
-    def fixed_summary(bi, h, q_idx, kv_idx):
+    def fixed_summary(batch, head, q_idx, kv_idx):
         return kv_idx % b >= b - c
-    return _named(fixed_summary, f"fixed_b{b}_c{c}")
+    return name_mask(fixed_summary, f"fixed_b{b}_c{c}")
 
 
 def bigbird_random_table(T: int, block_size: int, num_random_blocks: int, seed: int) -> Tensor:
@@ -97,9 +100,9 @@ def bigbird_random_table(T: int, block_size: int, num_random_blocks: int, seed: 
     ``n_blocks = ceil(T / b)``. Each row holds ``r`` distinct blocks other than ``n`` itself (the
     window already covers it), in increasing order, drawn with ``torch.Generator().manual_seed(seed)``.
     """
-    T = _check_int("T", T, 1)
-    b = _check_int("block_size", block_size, 1)
-    r = _check_int("num_random_blocks", num_random_blocks, 0)
+    T = check_int("T", T, 1)
+    b = check_int("block_size", block_size, 1)
+    r = check_int("num_random_blocks", num_random_blocks, 0)
     nb = -(-T // b)
     if r > nb - 1:
         raise ValueError(f"num_random_blocks must be <= n_blocks - 1 = {nb - 1} (T={T}, block_size={b}), got {r}")
@@ -141,7 +144,7 @@ def lsh_buckets(x: Tensor, n_buckets: int, seed: int) -> Tensor:
     if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
         got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f"x must be a float tensor of shape (B, T, D), got {got}")
-    n = _check_int("n_buckets", n_buckets, 2)
+    n = check_int("n_buckets", n_buckets, 2)
     if n % 2:
         raise ValueError(f"n_buckets must be even (buckets come in +/- pairs), got {n}")
     g = torch.Generator().manual_seed(int(seed))
@@ -159,29 +162,30 @@ def generate_lsh_buckets(x: Tensor, n_buckets: int, seed: int) -> MaskMod:
     buckets = lsh_buckets(x, n_buckets, seed)                              # (B, T)
     table = _per_device(buckets)
 
-    def lsh(b, h, q_idx, kv_idx):
+    def lsh(batch, head, q_idx, kv_idx):
         bk = table(q_idx.device)
-        return bk[b, q_idx] == bk[b, kv_idx]
-    mod = _named(lsh, f"lsh_{n_buckets}buckets")
+        return bk[batch, q_idx] == bk[batch, kv_idx]
+    mod = name_mask(lsh, f"lsh_{n_buckets}buckets")
     mod.batch_size, mod.max_len, mod.buckets = buckets.shape[0], buckets.shape[1], buckets
     return mod
 
 
-def count_pairs(mask_mod: MaskMod, T: int, B: int = 1, *, max_elements: int = 1 << 24) -> int:
-    """Allowed (b, i, j) triples of ``mask_mod`` over B sequences of length T, without a (T, T) tensor.
 
-    Evaluates blocks of query rows of at most ``max_elements`` pairs each, so memory stays
-    O(max_elements) whatever T is; equals ``count_allowed(create_mask(mask_mod, B, T))``.
+def pattern_mask(T: int, window: int, global_positions: Sequence[int] = (), *, causal: bool = False,
+                 dilation: int = 1, block_size: int = 4, block_diagonal: bool = False, random_blocks: int = 0,
+                 seed: int = 0) -> Tensor:
+    """The hybrid rule of one sequence, its window dilated and widened by the block patterns: (T, T) bool.
+
+    ``hybrid_mask(T, window, global_mask_at(T, global_positions), causal=causal, dilation=dilation,
+    pattern=...)[0]`` where the pattern ORs :func:`generate_block_diagonal` (``block_diagonal``) and
+    BigBird's :func:`generate_bigbird_random` (``random_blocks`` key blocks per query block of
+    ``block_size``, drawn with ``seed``). With both off this is the plain hybrid mask.
     """
-    T = _check_int("T", T, 1)
-    B = _check_int("B", B, 1)
-    rows = max(1, max_elements // (B * T))
-    kv_idx = torch.arange(T)[None, None, :]                                # (1, 1, T)
-    b = torch.arange(B)[:, None, None]                                     # (B, 1, 1)
-    h = torch.zeros((), dtype=torch.long)
-    total = 0
-    for i0 in range(0, T, rows):
-        q_idx = torch.arange(i0, min(T, i0 + rows))[None, :, None]         # (1, rows, 1)
-        m = mask_mod(b, h, q_idx, kv_idx).expand(B, q_idx.shape[1], T)     # (B, rows, T)
-        total += int(m.sum())
-    return total
+    T, b = check_int("T", T, 1), check_int("block_size", block_size, 1)
+    check_int("random_blocks", random_blocks, 0)
+    mods = [generate_block_diagonal(b)] if block_diagonal else []
+    if random_blocks:
+        mods.append(generate_bigbird_random(T, b, random_blocks, seed))
+    pattern: Optional[MaskMod] = or_masks(*mods) if mods else None
+    gm = global_mask_at(T, global_positions) if len(global_positions) else None
+    return hybrid_mask(T, window, gm, causal=causal, dilation=dilation, pattern=pattern)[0]  # (T, T)

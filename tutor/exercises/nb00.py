@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..masks import count_allowed, hybrid_mask
+from ..costs import count_allowed
+from ..masks import hybrid_mask
 from .cases import Case
 from .compare import compare_int, compare_number, compare_pairs
 from .problem import FunctionProblem, ValueProblem

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from ..attention import dense_attention
 from ..attention.softmax import masked_softmax
-from ..masks import count_allowed, hybrid_mask
+from ..costs import count_allowed
+from ..masks import hybrid_mask
 from .cases import HYBRID_CASES, PADDED_CASES, Case
 from .compare import compare_attention, compare_int, compare_pairs
 from .problem import FunctionProblem

@@ -7,7 +7,8 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ..masks import count_allowed, create_mask, generate_dilated_window, hybrid_mask
+from ..costs import count_allowed
+from ..masks import create_mask, generate_dilated_window, hybrid_mask
 from ..patterns import bigbird_random_table, generate_block_sparse, layout_from_table
 from .cases import Case
 from .compare import compare_int, compare_pairs
@@ -166,7 +167,7 @@ random block) counts **once**; the last block may be shorter than `block_size`."
     _reference = count_bigbird_pairs_reference
     _args = ("T", "window", "global_positions", "block_size", "random_blocks")
     _compare = compare_int
-    _forbidden = _BLOCK_BUILDERS + ("tutor.masks.count_allowed",)
+    _forbidden = _BLOCK_BUILDERS + ("tutor.costs.count_allowed",)
     _cases = (Case("no global token", {"T": 16, "window": 1, "global_positions": [], "block_size": 4,
                                        "random_blocks": _table(16, 4, 1, 0)}),
               Case("random blocks overlapping the window", {"T": 12, "window": 3, "global_positions": [0],

@@ -22,7 +22,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from ..masks import hybrid_mask
+from ..costs import key_span
+from ..masks import global_mask_at, hybrid_mask
 from .masks import plot_mask
 from .scaling import plot_scaling
 
@@ -46,13 +47,12 @@ def plot_query_blocks(T: int, window: int, block: int, global_positions: Sequenc
             raise ValueError(f"{name} must be a positive int, got {val!r}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 0:
         raise ValueError(f"window must be a non-negative int, got {window!r}")
-    gm = torch.zeros(1, T, dtype=torch.bool)
-    gm[0, list(global_positions)] = True
+    gm = global_mask_at(T, global_positions)                               # (1, T)
     mask = hybrid_mask(T, window, gm, causal=causal)                       # (1, T, T)
-    r = math.ceil(window / block)
-    ns = r + 1 if causal else 2 * r + 1
+    r, span = key_span(window, block, causal)                              # the backend's own formula
+    ns = span // block
     fig = plot_mask(mask, global_mask=gm[0], ax=ax, size=size,
-                    title=f"b={block}, w={window}: {ns} key blocks = {ns * block} keys per query block")
+                    title=f"b={block}, w={window}: {ns} key blocks = {span} keys per query block")
     ax = fig.axes[0] if ax is None else ax
     for n in range(math.ceil(T / block)):
         r0, r1 = n * block, min(T, (n + 1) * block)

@@ -14,7 +14,6 @@ import math
 from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap

@@ -1,0 +1,164 @@
+"""Benchmark every implementation of hybrid local + global attention against dense, over T.
+
+    python -m tutor.bench --quick                                  # seconds: a smoke run
+    python -m tutor.bench --T 1024 4096 16384 --csv cpu.csv --plot cpu.png
+    python -m tutor bench --device cuda --dtype bfloat16 --impls dense,hybrid:triton,hybrid:flex
+
+Implementations (``--impls``, comma separated): ``dense`` (PyTorch's
+``scaled_dot_product_attention`` with the bool mask of :func:`tutor.masks.hybrid_mask`: the
+masked dense baseline), ``looped`` (small T only), ``unfold``, ``flex_mask`` (compiled
+FlexAttention with ``hybrid_mask_mod`` on the original positions: what a user writes first) and
+``hybrid:<backend>`` for ``auto``, ``blocked``, ``flex``, ``triton``. All run forward only
+(``torch.no_grad``), in this one process, on the same seeded inputs: warm-up calls first (they
+include compilation), then the median of ``--repeats`` timed calls, synchronized on CUDA.
+
+Peak memory is the extra memory one call needs on top of its inputs: on CUDA
+``torch.cuda.max_memory_allocated``; on CPU the peak resident set size of a fresh child process
+per (impl, T) (Linux: the high-water mark is reset after warm-up via ``/proc/self/clear_refs``;
+elsewhere ``ru_maxrss``, warm-up included). ``max_err`` and ``speedup_vs_dense`` compare with the
+dense output; where dense would not fit (``--max-gb``) it is skipped, said so, and they are empty.
+On CUDA the table also shows the roofline fraction ``max(FLOPs/peak, bytes/bandwidth) / time``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import List, Optional, Sequence
+
+import torch
+
+from .gpu import gpu_peaks, roofline
+from .memory import child_main, peak_mem_child, peak_mem_here
+from .report import format_table, write_csv
+from .runs import DEFAULT_IMPLS, Setting, backend_name, make_inputs, runner, why_skip
+from .timing import time_side_by_side
+
+QUICK = dict(T=[128, 256], heads=2, head_dim=16, window=8, repeats=2, impls="dense,unfold,hybrid:auto")
+
+
+def check_options(opts) -> Optional[str]:
+    """A message naming the bad option, or None."""
+    if any(T < 1 for T in opts.T):
+        return f"--T values must be positive, got {opts.T}"
+    for name in ("window", "globals"):
+        if getattr(opts, name) < 0:
+            return f"--{name} must be >= 0, got {getattr(opts, name)}"
+    for name in ("heads", "head_dim", "batch", "repeats", "threads"):
+        if getattr(opts, name) < 1:
+            return f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}"
+    known = set(DEFAULT_IMPLS.split(",")) | {"hybrid:triton"}
+    bad = [i for i in (opts.impls or "").split(",") if i and i not in known]
+    if bad:
+        return f"--impls: unknown {bad}; choose from {sorted(known)}"
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m tutor.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--T", type=int, nargs="+", default=[1024, 4096, 16384, 65536, 131072], help="sequence lengths")
+    ap.add_argument("--window", type=int, default=64, help="one-sided window w")
+    ap.add_argument("--heads", type=int, default=4, help="H")
+    ap.add_argument("--head-dim", type=int, default=64, help="Dh")
+    ap.add_argument("--batch", type=int, default=1, help="B")
+    ap.add_argument("--globals", type=int, default=2, help="G global tokens per sequence (evenly spread)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--impls", default=None, help=f"comma separated (default: {DEFAULT_IMPLS}[,hybrid:triton on CUDA])")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per point (median)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls first (compilation happens here)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--max-gb", type=float, default=8.0, help="skip a run whose estimated memory exceeds this")
+    ap.add_argument("--mem", choices=["auto", "none"], default="auto",
+                    help="peak memory: auto = CUDA allocator / CPU child processes; none = skip")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="GPU peak TFLOP/s (roofline), overrides the table")
+    ap.add_argument("--peak-gbps", type=float, default=None, help="GPU peak memory GB/s (roofline)")
+    ap.add_argument("--csv", default=None, help="write the results here")
+    ap.add_argument("--plot", default=None, help="save log-log time and memory plots here (PNG)")
+    ap.add_argument("--quick", action="store_true", help=f"tiny run: {QUICK}")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return ap
+
+
+def run(opts) -> List[dict]:
+    """Measure every (T, impl); returns the rows (dicts with ``COLUMNS``) and prints the table."""
+    from tqdm.auto import tqdm
+    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(opts.threads)
+    impls = (opts.impls or DEFAULT_IMPLS + (",hybrid:triton" if device.startswith("cuda") else "")).split(",")
+    peaks = gpu_peaks(opts) if device.startswith("cuda") else None
+    rows, notes, roof = [], [], {}
+    bar = tqdm(total=len(opts.T) * len(impls), desc="bench", unit="run")
+    for T in opts.T:
+        s = Setting(opts.batch, opts.heads, T, opts.head_dim, opts.window, opts.globals, opts.dtype, device)
+        q, k, v, gm = make_inputs(s)
+        fns = {}
+        for impl in impls:
+            reason = why_skip(impl, s, q, opts.max_gb)
+            if reason:
+                notes.append(f"skipped {impl} at T={T}: {reason}")
+                bar.update()
+            else:
+                fns[impl] = runner(impl, s, q, k, v, gm)
+        bar.set_postfix_str(f"T={T}: timing {len(fns)} impls")
+        warm = {i: opts.warmup if ("flex" in i or i == "hybrid:auto") else min(opts.warmup, 1) for i in fns}
+        with torch.no_grad():
+            ms, outs = time_side_by_side(fns, device, opts.repeats, warm)
+        ref = outs["dense"].float() if "dense" in outs else None
+        for impl, fn in fns.items():
+            bar.set_postfix_str(f"T={T} {impl}: memory")
+            if opts.mem == "none":
+                mem = math.nan
+            elif device.startswith("cuda"):
+                with torch.no_grad():
+                    mem = peak_mem_here(fn, device, 0)
+            else:
+                mem = peak_mem_child(impl, s, opts.threads)
+            err = (outs[impl].float() - ref).abs().max().item() if ref is not None else math.nan
+            rows.append(dict(impl=impl.split(":")[0], backend=backend_name(impl, s, q), device=device,
+                             dtype=opts.dtype, B=s.B, H=s.H, T=T, Dh=s.Dh, window=s.window, G=s.G,
+                             time_ms=ms[impl], peak_mem_mb=mem,
+                             speedup_vs_dense=ms["dense"] / ms[impl] if "dense" in ms else math.nan, max_err=err))
+            if peaks is not None:
+                roof[len(rows) - 1] = f"{100 * roofline(s, ms[impl], peaks):.1f}%"
+            bar.update()
+        if ref is None and "dense" in impls:
+            notes.append(f"T={T}: no dense reference, so no speedup_vs_dense or max_err")
+        del fns, outs, ref
+    bar.close()
+    if device.startswith("cuda") and peaks is None:
+        notes.append("roofline: unknown GPU; pass --peak-tflops and --peak-gbps")
+    print(format_table(rows, notes, roof or None))
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m tutor.bench``; returns the exit code."""
+    opts = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if opts.child:
+        return child_main(opts.child)
+    if opts.quick:                                    # quick sizes, unless given explicitly
+        for key, val in QUICK.items():
+            if getattr(opts, key) == build_parser().get_default(key):
+                setattr(opts, key, val)
+    problem = check_options(opts)
+    if problem:
+        print(f"python -m tutor.bench: {problem}", file=sys.stderr)
+        return 2
+    if opts.device and opts.device.startswith("cuda") and not torch.cuda.is_available():
+        print("python -m tutor.bench: --device cuda asked for, but torch sees no CUDA GPU", file=sys.stderr)
+        return 2
+    rows = run(opts)
+    if opts.csv:
+        write_csv(opts.csv, rows)
+        print(f"wrote {opts.csv}")
+    if opts.plot and rows:
+        from ..viz.blocks import plot_benchmark
+        plot_benchmark(rows).savefig(opts.plot)
+        print(f"wrote {opts.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
