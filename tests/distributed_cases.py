@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from tutor.attention import HybridSparseAttention, hybrid_attention
+from tutor.distributed.demo import training_check
 from tutor.distributed import count_traffic, sequence_parallel_attention, shard_bounds, shard_sequence
 from tutor.distributed.layer import SequenceParallelAttention, all_reduce_grads
 from tutor.distributed.traffic import halo_rows
@@ -134,7 +135,7 @@ def bad_input_case(kind: str) -> str:
         B = 3
     if kind == "window" and rank == 0:
         window = 3
-    q = torch.randn(B, H, T_r, Dh)
+    q = torch.randn(B, H, T_r, Dh, requires_grad=(kind == "grad" and rank == 0))
     if kind == "mask dtype" and rank == 1:
         gm = torch.zeros(B, T_r)                                              # float, not bool
     try:
@@ -145,10 +146,10 @@ def bad_input_case(kind: str) -> str:
 
 
 def bad_inputs() -> dict:
-    return {kind: bad_input_case(kind) for kind in ("Dh", "B", "window", "mask dtype")}
+    return {kind: bad_input_case(kind) for kind in ("Dh", "B", "window", "grad", "mask dtype")}
 
 
 def everything() -> dict:
     """All of the above in one spawned group."""
     return {"cases": run_cases(list(CASES)), "layer": layer_case(), "traffic": traffic_case(29, 5),
-            "bad": bad_inputs()}
+            "bad": bad_inputs(), "training": training_check(T=40, window=3)}

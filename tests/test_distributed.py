@@ -50,9 +50,18 @@ def test_halo_bytes_follow_the_plan(group_results):
     assert all(s > 0 for s in sent)
 
 
+def test_encoder_training_step(group_results):
+    """Notebook 06's TinyEncoder, sharded: one process's loss and all-reduced parameter gradients."""
+    P, per_rank = group_results
+    for rank, res in enumerate(per_rank):
+        r = res["training"]
+        assert r["loss_err"] <= 1e-6 and r["grad_err"] <= 1e-5, f"P={P} rank {rank}: {r}"
+
+
 @pytest.mark.parametrize("kind, words", [("Dh", "Dh must be the same on every rank"),
                                          ("B", "B must be the same on every rank"),
                                          ("window", "window must be the same on every rank"),
+                                         ("grad", "needs_grad must be the same on every rank"),
                                          ("mask dtype", "global_mask must be a bool tensor")])
 def test_bad_input_raises_on_every_rank(group_results, kind, words):
     P, per_rank = group_results
@@ -78,3 +87,19 @@ def test_shard_bounds_and_halo_plan():
     # only the ranks the window reaches
     assert {p.src for p in halo_pieces(shard_bounds(100, 10), 5, 12)} == {3, 4, 6, 7}
     assert sum(p.hi - p.lo for p in halo_plan(bounds, 100)) == 3 * 10        # w >= T: every rank gets all the rest
+
+
+def test_demo_under_torchrun(tmp_path):
+    """``torchrun --nproc-per-node 2 -m tutor.distributed.demo`` at small sizes prints its three checks."""
+    import os
+    import subprocess
+    import sys
+    from tutor.distributed.launch import free_port
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), "-m", "tutor.distributed.demo", "--T", "2048", "--check-T", "64",
+           "--window", "8", "--timeout", "60"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert "1. equality at T=64" in out and "2. T=2048" in out and "3. TinyEncoder training step" in out, out
+    assert "less than all-gather" in out and "largest rank peak / one process" in out, out

@@ -40,13 +40,10 @@ def _local_rows(q: Tensor, k: Tensor, v: Tensor, kpm: Tensor, window: int, glob:
     mine = halo_pieces(layout.bounds, layout.rank, window, causal)
     n_left = sum(p.hi - p.lo for p in mine if p.src < layout.rank)
     n_right = sum(p.hi - p.lo for p in mine if p.src > layout.rank)
-    kv_halo = halo_exchange(torch.cat([k, v], dim=-1), plan, layout.rank, group)      # (B, H, n_l + n_r, 2Dh)
-    pad_halo = halo_exchange(kpm.to(torch.uint8)[:, None, :, None], plan, layout.rank, group)  # (B, 1, n_l + n_r, 1)
+    k_halo, v_halo, pad_halo = halo_exchange(plan, layout.rank, group, k, v,
+                                             kpm.to(torch.uint8)[:, None, :, None])   # (B, H|1, n_l + n_r, Dh|1)
     pad_halo = pad_halo[:, 0, :, 0].bool()                                            # (B, n_l + n_r)
     lo, hi = layout.start - n_left, layout.end + n_right                              # keys [lo, hi) are here
-    k_chunk = torch.cat([kv_halo[:, :, :n_left, :Dh], k, kv_halo[:, :, n_left:, :Dh]], dim=2)  # (B, H, L, Dh)
-    v_chunk = torch.cat([kv_halo[:, :, :n_left, Dh:], v, kv_halo[:, :, n_left:, Dh:]], dim=2)  # (B, H, L, Dh)
-    pad_chunk = torch.cat([pad_halo[:, :n_left], kpm, pad_halo[:, n_left:]], dim=1)   # (B, L)
     L = hi - lo
     gm_chunk = torch.zeros(B, L + 1, dtype=torch.bool, device=q.device)               # spare slot L
     if glob is None:
@@ -58,11 +55,12 @@ def _local_rows(q: Tensor, k: Tensor, v: Tensor, kpm: Tensor, window: int, glob:
         front_use = glob.valid & ~inside & ((glob.pos < lo) | (not causal))           # (B, P·G)
         front_k, front_v = glob.k, glob.v                                             # (B, H, P·G, Dh)
     F = front_use.shape[1]
-    k_ext = torch.cat([front_k, k_chunk], dim=2)                                      # (B, H, F + L, Dh)
-    v_ext = torch.cat([front_v, v_chunk], dim=2)                                      # (B, H, F + L, Dh)
+    # the extended sequence: [global keys from outside | left halo | own shard | right halo]
+    k_ext = torch.cat([front_k, k_halo[:, :, :n_left], k, k_halo[:, :, n_left:]], dim=2)   # (B, H, F + L, Dh)
+    v_ext = torch.cat([front_v, v_halo[:, :, :n_left], v, v_halo[:, :, n_left:]], dim=2)   # (B, H, F + L, Dh)
     q_ext = torch.cat([q.new_zeros(B, H, F + n_left, Dh), q, q.new_zeros(B, H, n_right, Dh)], dim=2)
     gm_ext = torch.cat([front_use, gm_chunk[:, :L]], dim=1)                           # (B, F + L)
-    pad_ext = torch.cat([~front_use, pad_chunk], dim=1)                               # (B, F + L)
+    pad_ext = torch.cat([~front_use, pad_halo[:, :n_left], kpm, pad_halo[:, n_left:]], dim=1)  # (B, F + L)
     out_ext = hybrid_attention(q_ext, k_ext, v_ext, window, gm_ext, pad_ext, causal=causal, scale=scale)
     return out_ext[:, :, F + n_left:F + n_left + T_r]                                 # (B, H, T_r, Dh)
 
@@ -91,7 +89,8 @@ def sequence_parallel_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     Dh, window, causal, scale and dtype; otherwise every rank raises the same ValueError.
     Returns (B, H, T_r, Dh) in q's dtype.
     """
-    needs_grad = torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (q, k, v))
+    needs_grad = sum(bit * (torch.is_grad_enabled() and isinstance(t, Tensor) and t.requires_grad)
+                     for bit, t in ((4, q), (2, k), (1, v)))        # the same backward on every rank
 
     def count_globals() -> int:
         idx, _ = global_slots(global_mask, key_padding_mask, q.shape[0], q.shape[2], q.device)

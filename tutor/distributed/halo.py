@@ -61,37 +61,42 @@ def _exchange(sends: List[Tuple[int, Tensor]], recvs: List[Tuple[int, Tensor]], 
 
 
 class HaloExchange(torch.autograd.Function):
-    """x (B, H, T_r, C) -> the halo rows this rank borrows (B, H, n_left + n_right, C), in position order.
+    """Tensors x (B, *, T_r, *) -> the halo rows this rank borrows of each, (B, *, n_left + n_right, *),
+    in position order. All tensors travel in one ``batch_isend_irecv``.
 
-    Backward: the gradient of each borrowed piece goes back to its owner and is added at its rows.
+    Backward: the gradient of each borrowed piece goes back to its owner and is added at its rows
+    (for the tensors that need a gradient; a bool/int mask needs none).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, plan: List[Piece], rank: int, group) -> Tensor:
-        ctx.plan, ctx.rank, ctx.group, ctx.shape = plan, rank, group, x.shape
-        B, H, _, C = x.shape
+    def forward(ctx, plan: List[Piece], rank: int, group, *xs: Tensor):
+        ctx.plan, ctx.rank, ctx.group, ctx.shapes = plan, rank, group, [x.shape for x in xs]
         mine = [p for p in plan if p.dst == rank]
-        bufs = [x.new_empty(B, H, p.hi - p.lo, C) for p in mine]
-        sends = [(p.dst, x[:, :, p.lo:p.hi]) for p in plan if p.src == rank]
-        _exchange(sends, [(p.src, buf) for p, buf in zip(mine, bufs)], group, "halo")
-        return torch.cat(bufs, dim=2) if bufs else x.new_empty(B, H, 0, C)   # (B, H, n_halo, C)
+        sends = [(p.dst, x[:, :, p.lo:p.hi]) for p in plan if p.src == rank for x in xs]
+        bufs = [[x.new_empty(x.shape[0], x.shape[1], p.hi - p.lo, x.shape[3]) for p in mine] for x in xs]
+        recvs = [(p.src, bufs[i][n]) for n, p in enumerate(mine) for i in range(len(xs))]
+        _exchange(sends, recvs, group, "halo")
+        return tuple(torch.cat(b, dim=2) if b else x[:, :, :0].clone() for x, b in zip(xs, bufs))
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        plan, rank, group = ctx.plan, ctx.rank, ctx.group
-        B, H, T_r, C = ctx.shape
+    def backward(ctx, *grads: Tensor):
+        plan, rank = ctx.plan, ctx.rank
+        which = [i for i, need in enumerate(ctx.needs_input_grad[3:]) if need]
         mine = [p for p in plan if p.dst == rank]
-        sizes = [p.hi - p.lo for p in mine]
-        back = list(zip([p.src for p in mine], grad.split(sizes, dim=2)))  # gradients of borrowed rows
         lent = [p for p in plan if p.src == rank]
-        bufs = [grad.new_empty(B, H, p.hi - p.lo, C) for p in lent]
-        _exchange(back, [(p.dst, buf) for p, buf in zip(lent, bufs)], group, "halo backward")
-        gx = grad.new_zeros(B, H, T_r, C)                                   # (B, H, T_r, C)
-        for p, buf in zip(lent, bufs):
-            gx[:, :, p.lo:p.hi] += buf
-        return gx, None, None, None
+        sizes = [p.hi - p.lo for p in mine]
+        pieces = {i: grads[i].split(sizes, dim=2) for i in which}          # gradients of borrowed rows
+        back = [(p.src, pieces[i][n]) for n, p in enumerate(mine) for i in which]
+        gxs = {i: grads[i].new_zeros(ctx.shapes[i]) for i in which}        # (B, *, T_r, *)
+        bufs = [[gxs[i].new_empty(*ctx.shapes[i][:2], p.hi - p.lo, ctx.shapes[i][3]) for p in lent] for i in which]
+        recvs = [(p.dst, bufs[j][n]) for n, p in enumerate(lent) for j in range(len(which))]
+        _exchange(back, recvs, ctx.group, "halo backward")
+        for j, i in enumerate(which):
+            for p, buf in zip(lent, bufs[j]):
+                gxs[i][:, :, p.lo:p.hi] += buf
+        return (None, None, None) + tuple(gxs.get(i) for i in range(len(grads)))
 
 
-def halo_exchange(x: Tensor, plan: List[Piece], rank: int, group=None) -> Tensor:
-    """Differentiable halo exchange of x (B, H, T_r, C): see :class:`HaloExchange`."""
-    return HaloExchange.apply(x, plan, rank, group)
+def halo_exchange(plan: List[Piece], rank: int, group, *xs: Tensor) -> Tuple[Tensor, ...]:
+    """Differentiable halo exchange of tensors (B, *, T_r, *): see :class:`HaloExchange`."""
+    return HaloExchange.apply(plan, rank, group, *xs)

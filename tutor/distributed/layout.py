@@ -104,6 +104,7 @@ def exchange_layout(q: Tensor, k: Tensor, v: Tensor, window, global_mask: Option
                     needs_grad: bool, count_globals, group=None) -> Tuple[Layout, int]:
     """Check locally, all-gather one row per rank, check across ranks; returns (layout, window).
 
+    ``needs_grad``: which of q, k, v need a gradient, as the bits 4·q + 2·k + v.
     ``count_globals()`` gives this rank's largest number of global tokens in a sequence (called
     only when the local checks passed). Raises the same ValueError on every rank when the shards
     disagree (B, H, Dh, window, causal, dtype, scale, grad) and a ValueError naming the rank
@@ -113,7 +114,7 @@ def exchange_layout(q: Tensor, k: Tensor, v: Tensor, window, global_mask: Option
     try:
         window = check_local(q, k, v, window, global_mask, key_padding_mask, scale)
         B, H, T_r, Dh = q.shape
-        row = [1, T_r, B, H, Dh, window, bool(causal), DTYPES.index(q.dtype), bool(needs_grad),
+        row = [1, T_r, B, H, Dh, window, bool(causal), DTYPES.index(q.dtype), int(needs_grad),
                count_globals(), -1.0 if scale is None else float(scale)]
     except (TypeError, ValueError) as exc:
         error = exc
