@@ -32,7 +32,8 @@ from .encoder import sharded_training_step
 from .sharding import shard_bounds, shard_sequence
 from .traffic import all_gather_rows, count_traffic, layer_bytes, ring_rows
 
-__all__ = ["make_problem", "equality_check", "memory_check", "single_process_check", "training_check", "main"]
+__all__ = ["make_problem", "equality_check", "memory_check", "single_process_check", "training_check", "live_check",
+           "main"]
 
 
 def make_problem(T: int, G: int, B: int = 1, H: int = 2, Dh: int = 32, seed: int = 0, device: str = "cpu"):
@@ -129,6 +130,11 @@ def training_check(T: int = 96, window: int = 4, seed: int = 0) -> Dict[str, flo
                                 shard_sequence(gm, rank, P, 1))
     grad_err = max(float((p.grad - want[n]).abs().max()) for n, p in model.named_parameters())
     return {"loss": got, "loss_err": abs(got - float(loss)), "grad_err": grad_err}
+
+
+def live_check(check_T: int = 301, window: int = 16, G: int = 3, T: int = 8192, memory_window: int = 64) -> Dict:
+    """What notebook 08 runs in its two processes: :func:`equality_check`, then :func:`memory_check`."""
+    return {"equality": equality_check(check_T, window, G), "memory": memory_check(T, memory_window, G)}
 
 
 def _mb(nbytes: float) -> str:
