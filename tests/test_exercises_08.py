@@ -150,3 +150,14 @@ def as_float(*args):
 def test_bytes_wrong_answers(wrong, words):
     result = check("08.q3", wrong)
     assert result.status == "incorrect" and words in result.message, result.message
+
+
+#: the planted wrong answers, by question (tests/test_exercises.py checks every question has some)
+WRONG = {
+    "08.q1": {"neighbours only": neighbours_only, "global indices": global_indices,
+              "ignores causal": ignores_causal, "empty slices": with_empty_slices, "reversed": reversed_order},
+    "08.q2": {"no rescale": no_rescale, "average of outputs": average_outputs, "exp(m) overflows": absolute_exp,
+              "no guard for an empty side": no_empty_guard},
+    "08.q3": {"2w rows always": two_windows_always, "forgets V": forgets_v, "ignores causal": ignores_causal_bytes,
+              "all-gather bytes": all_gather_bytes, "a float": as_float},
+}
