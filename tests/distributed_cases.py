@@ -153,3 +153,11 @@ def everything() -> dict:
     """All of the above in one spawned group."""
     return {"cases": run_cases(list(CASES)), "layer": layer_case(), "traffic": traffic_case(29, 5),
             "bad": bad_inputs(), "training": training_check(T=40, window=3)}
+
+
+def fail_on_rank_1() -> str:
+    """Rank 1 raises; rank 0 waits in a barrier until the collective timeout ends it."""
+    if dist.get_rank() == 1:
+        raise ValueError("planted failure on rank 1")
+    dist.barrier()
+    return "unreachable"

@@ -39,26 +39,29 @@ def _worker(rank: int, world_size: int, port: int, collective_timeout: float, th
     try:
         dist.init_process_group("gloo", rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=collective_timeout))
-        try:
-            results.put((rank, True, fn(*args)))
-        finally:
-            dist.destroy_process_group()
-    except BaseException:  # report every failure to the parent, which raises it
+    except BaseException:
         results.put((rank, False, traceback.format_exc()))
+        return
+    try:
+        results.put((rank, True, fn(*args)))
+    except BaseException:  # reported before the group closes, so the cause arrives before its echoes
+        results.put((rank, False, traceback.format_exc()))
+    finally:
+        dist.destroy_process_group()
 
 
 def run(fn: Callable, world_size: int, *args: Any, timeout: float = 120.0, collective_timeout: float = 30.0,
         threads: int = 1) -> List[Any]:
     """``[fn(*args) on rank 0, ..., on rank P-1]``, each rank in its own process of one gloo group.
 
-    Raises RuntimeError with the first failing rank's traceback, TimeoutError after ``timeout`` s.
+    Raises RuntimeError with the traceback of the rank that failed first, TimeoutError after ``timeout`` s.
     """
     ctx = mp.get_context("spawn")
     results = ctx.SimpleQueue()
     procs = mp.start_processes(_worker, args=(world_size, free_port(), collective_timeout, threads, fn, args, results),
                                nprocs=world_size, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
-    out, errors = {}, {}
+    out, errors = {}, {}                                       # errors in the order they arrived
     try:
         while len(out) + len(errors) < world_size:
             if time.monotonic() > deadline:
@@ -77,7 +80,7 @@ def run(fn: Callable, world_size: int, *args: Any, timeout: float = 120.0, colle
             if p.is_alive():
                 p.kill()
                 p.join()
-    if errors:
-        rank = min(errors)
+    if errors:                                                 # the first failure is the cause, later ones
+        rank = next(iter(errors))                              # are usually other ranks' timeouts
         raise RuntimeError(f"rank {rank} of {world_size} failed:\n{errors[rank]}")
     return [out[r] for r in range(world_size)]
