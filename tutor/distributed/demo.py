@@ -129,7 +129,7 @@ def training_check(T: int = 96, window: int = 4, seed: int = 0) -> Dict[str, flo
     got = sharded_training_step(model, shard_sequence(tokens, rank, P, 1), labels, start,
                                 shard_sequence(gm, rank, P, 1))
     grad_err = max(float((p.grad - want[n]).abs().max()) for n, p in model.named_parameters())
-    return {"loss": got, "loss_err": abs(got - float(loss)), "grad_err": grad_err}
+    return {"loss": got, "loss_err": abs(got - float(loss.detach())), "grad_err": grad_err}
 
 
 def live_check(check_T: int = 301, window: int = 16, G: int = 3, T: int = 8192, memory_window: int = 64) -> Dict:
