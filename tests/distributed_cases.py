@@ -55,6 +55,7 @@ CASES = {
     "fully padded shard, causal": (lambda P: 4 * P, 2, "every rank", "shard", True, torch.float32, 2),
     "window 0 with globals": (lambda P: 3 * P + 1, 0, "per sequence", "tail", False, torch.float32, 3),
     "bfloat16": (lambda P: 5 * P + 1, 3, "per sequence", "tail", False, torch.bfloat16, 3),
+    "float16": (lambda P: 4 * P + 3, 2, "every rank", "tail", False, torch.float16, 2),
     "bfloat16 causal, w larger than a shard": (lambda P: 2 * P + 1, 5, "every rank", "shard", True, torch.bfloat16, 2),
 }
 
@@ -82,6 +83,37 @@ def compare_case(name: str, seed: int = 0, scale=None) -> dict:
         res[key] = float((got.detach().float() - want.float()).abs().max())
         res[key + "_size"] = float(want.float().abs().max())
     return res
+
+
+def random_cases(n: int, seed: int = 1234) -> dict:
+    """``n`` random float32 problems (T, w, B, globals, padding, causal drawn from one seeded generator,
+    so every rank draws the same): the worst error of each quantity over all of them, and the case."""
+    rank, P = dist.get_rank(), dist.get_world_size()
+    g = torch.Generator().manual_seed(seed)
+    worst = {"out": 0.0, "dq": 0.0, "dk": 0.0, "dv": 0.0}
+    where = {}
+    for n_case in range(n):
+        T = int(torch.randint(P, 6 * P + 8, (1,), generator=g))
+        window = int(torch.randint(0, T + 3, (1,), generator=g))
+        B = int(torch.randint(1, 4, (1,), generator=g))
+        causal = bool(torch.randint(0, 2, (1,), generator=g))
+        gm = torch.rand(B, T, generator=g) < float(torch.rand(1, generator=g)) * 0.3          # (B, T)
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        kpm = torch.arange(T)[None, :] >= lengths[:, None]                                     # (B, T) tail padding
+        q, k, v = (torch.randn(B, 2, T, 4, generator=g, requires_grad=True) for _ in range(3))
+        ref = hybrid_attention(q, k, v, window, gm, kpm, causal=causal)
+        grad_out = torch.randn(ref.shape, generator=g)
+        (ref * grad_out).sum().backward()
+        mine = [shard_sequence(t.detach(), rank, P, 2).clone().requires_grad_() for t in (q, k, v)]
+        out = sequence_parallel_attention(*mine, window, shard_sequence(gm, rank, P, 1),
+                                          shard_sequence(kpm, rank, P, 1), causal=causal)
+        (out * shard_sequence(grad_out, rank, P, 2)).sum().backward()
+        for key, got, want in (("out", out, ref), ("dq", mine[0].grad, q.grad), ("dk", mine[1].grad, k.grad),
+                               ("dv", mine[2].grad, v.grad)):
+            err = float((got.detach() - shard_sequence(want, rank, P, 2)).abs().max())
+            if err > worst[key]:
+                worst[key], where[key] = err, dict(case=n_case, T=T, window=window, B=B, causal=causal)
+    return {"worst": worst, "where": where}
 
 
 def run_cases(names) -> dict:
@@ -152,7 +184,7 @@ def bad_inputs() -> dict:
 def everything() -> dict:
     """All of the above in one spawned group."""
     return {"cases": run_cases(list(CASES)), "layer": layer_case(), "traffic": traffic_case(29, 5),
-            "bad": bad_inputs(), "training": training_check(T=40, window=3)}
+            "bad": bad_inputs(), "training": training_check(T=40, window=3), "random": random_cases(25)}
 
 
 def fail_on_rank_1() -> str:
