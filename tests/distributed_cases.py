@@ -12,7 +12,8 @@ import torch.distributed as dist
 
 from tutor.attention import HybridSparseAttention, hybrid_attention
 from tutor.distributed.demo import training_check
-from tutor.distributed import count_traffic, sequence_parallel_attention, shard_bounds, shard_sequence
+from tutor.distributed import (count_traffic, gather_sequence, sequence_parallel_attention, shard_bounds,
+                               shard_sequence)
 from tutor.distributed.layer import SequenceParallelAttention, all_reduce_grads
 from tutor.distributed.traffic import halo_rows
 
@@ -140,7 +141,9 @@ def layer_case() -> dict:
                                          shard_sequence(kpm, rank, P, 1))
     y.pow(2).sum().backward()
     all_reduce_grads(layer)
+    whole = gather_sequence(y, dim=1)                                         # (B, T, 16) on every rank
     return {"out": float((y - shard_sequence(ref, rank, P, 1)).abs().max()),
+            "gathered": float((whole - ref).abs().max()) if whole.shape == ref.shape else float("inf"),
             "grads": max(float((p.grad - want[n]).abs().max()) for n, p in layer.named_parameters()),
             "padded_rows_zero": bool((y[shard_sequence(kpm, rank, P, 1)] == 0).all())}
 

@@ -8,7 +8,6 @@ fast instead of hanging CI.
 from __future__ import annotations
 
 import pytest
-import torch
 
 import distributed_cases as cases
 from tutor.distributed.launch import run
@@ -49,6 +48,7 @@ def test_layer_and_parameter_grads(group_results):
     for rank, res in enumerate(per_rank):
         r = res["layer"]
         assert r["out"] <= 1e-5 and r["grads"] <= 1e-5 and r["padded_rows_zero"], f"P={P} rank {rank}: {r}"
+        assert r["gathered"] <= 1e-5, f"P={P} rank {rank}: gather_sequence does not give the whole output: {r}"
 
 
 def test_halo_bytes_follow_the_plan(group_results):

@@ -2,7 +2,6 @@
 merging two partial softmax states, and the bytes one layer sends (against all-gather)."""
 from __future__ import annotations
 
-import math
 from typing import List, Optional
 
 import torch
