@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..attention import hybrid_attention
-from ..attention.global_tokens import global_slots, scatter_rows
+from ..attention.global_tokens import global_slots
 from ..attention.softmax import accum_dtype
 from .global_keys import GlobalTokens, gather_globals, local_global_slots
 from .halo import halo_exchange, halo_pieces, halo_plan
@@ -78,6 +78,16 @@ def _global_rows(k: Tensor, v: Tensor, kpm: Tensor, glob: GlobalTokens, start: i
     return finish(all_reduce_states(partial_state(s, ok[:, None], v), group))          # (B, H, P·G, Dh)
 
 
+def _write_rows(out: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor:
+    """Out-of-place: rows ``idx`` (B, G) of out (B, H, T_r, Dh) replaced by rows (B, H, G, Dh) where valid.
+
+    One copy of ``out`` (``index_put``), where ``scatter_rows`` would pad and scatter (two).
+    """
+    b, g = valid.nonzero(as_tuple=True)                                            # (n,), (n,)
+    values = rows.transpose(1, 2)[b, g].to(out.dtype)                              # (n, H, Dh)
+    return out.transpose(1, 2).index_put((b, idx[b, g]), values).transpose(1, 2)   # (B, H, T_r, Dh)
+
+
 def sequence_parallel_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                                 global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                                 causal: bool = False, scale: Optional[float] = None, group=None) -> Tensor:
@@ -111,4 +121,4 @@ def sequence_parallel_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     rows = _global_rows(k, v, kpm, glob, layout.start, causal, scale, group)     # (B, H, P·G, Dh)
     G = layout.max_globals
     own = rows[:, :, layout.rank * G:(layout.rank + 1) * G]                        # (B, H, G, Dh)
-    return scatter_rows(out, idx, valid, own)                                     # (B, H, T_r, Dh)
+    return _write_rows(out, idx, valid, own)                                      # (B, H, T_r, Dh)

@@ -49,7 +49,7 @@ def gather_globals(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, 
     pos_all = [torch.empty_like(pos) for _ in range(world)]
     dist.all_gather(pos_all, pos, group=group)
     pos_all = torch.cat(pos_all, dim=1)                                         # (B, P·G)
-    qkv = gather_tokens(torch.cat([q, k, v], dim=-1), idx)                      # (B, H, G, 3Dh)
+    qkv = torch.cat([gather_tokens(t, idx) for t in (q, k, v)], dim=-1)        # (B, H, G, 3Dh), only G rows copied
     qkv_all = all_gather(qkv, group)                                           # (P, B, H, G, 3Dh)
     qkv_all = qkv_all.permute(1, 2, 0, 3, 4).flatten(2, 3)                     # (B, H, P·G, 3Dh)
     traffic.record_all_gather("globals", qkv.numel() * qkv.element_size() + pos.numel() * 8, world)
