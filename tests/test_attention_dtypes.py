@@ -6,7 +6,7 @@ import torch
 
 from strategies import brute_allowed_tensor, reference_attention, single_thread  # noqa: F401 (fixture)
 from tutor.attention import dense_attention, hybrid_attention, looped_attention, sparse_attention, unfold_attention
-from tutor.attention.blocked import blocked_attention
+from tutor.attention.blocked import blocked_hybrid_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -23,7 +23,7 @@ IMPLS = {
     "unfold": unfold_attention,
     "hybrid(blocked)": lambda *a, **kw: hybrid_attention(*a, **kw, backend="blocked"),
     "hybrid(auto)": lambda *a, **kw: hybrid_attention(*a, **kw, backend="auto"),
-    "blocked(block_size=4)": lambda *a, **kw: blocked_attention(*a, **kw, block_size=4),
+    "blocked(block_size=4)": lambda *a, **kw: blocked_hybrid_attention(*a, **kw, block_size=4),
     "sparse(hybrid)": lambda *a, **kw: sparse_attention(*a, **kw, impl="hybrid"),
 }
 

@@ -14,7 +14,7 @@ import tutor.attention.blocked as blocked_mod
 from strategies import Case, cases, random_qkv, single_thread  # noqa: F401 (fixture)
 from tutor.attention import (dense_attention, hybrid_attention, looped_attention, sparse_attention,
                              unfold_attention)
-from tutor.attention.blocked import blocked_attention
+from tutor.attention.blocked import blocked_hybrid_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -90,7 +90,7 @@ def test_looped_matches_dense_and_brute_force(case):
 @given(cases(max_T=40), st.integers(1, 9))
 def test_blocked_explicit_block_size(case, block_size):
     ref, _ = case.reference()
-    out = blocked_attention(*case.args, **case.kwargs, block_size=block_size)
+    out = blocked_hybrid_attention(*case.args, **case.kwargs, block_size=block_size)
     check_against(out, case, ref, case.allowed(), f"blocked(block_size={block_size})")
 
 
@@ -101,7 +101,7 @@ def test_blocked_many_chunks(case, block_size, chunk_elements):
     ref, _ = case.reference()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(blocked_mod, "CHUNK_ELEMENTS", chunk_elements)
-        out = blocked_attention(*case.args, **case.kwargs, block_size=block_size)
+        out = blocked_hybrid_attention(*case.args, **case.kwargs, block_size=block_size)
         out_h = hybrid_attention(*case.args, **case.kwargs, backend="blocked")
     name = f"blocked(block_size={block_size}, CHUNK_ELEMENTS={chunk_elements})"
     check_against(out, case, ref, case.allowed(), name)
@@ -149,7 +149,7 @@ def test_hand_picked(name):
     outs = fast_impls(case)
     outs["looped"] = looped_attention(*case.args, **case.kwargs)
     for bs in (1, 2, 3, 16):
-        outs[f"blocked(block_size={bs})"] = blocked_attention(*case.args, **case.kwargs, block_size=bs)
+        outs[f"blocked(block_size={bs})"] = blocked_hybrid_attention(*case.args, **case.kwargs, block_size=bs)
     for impl_name, out in outs.items():
         check_against(out, case, ref, allowed, f"{name} / {impl_name}")
 

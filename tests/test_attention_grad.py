@@ -6,7 +6,7 @@ import torch
 
 from strategies import single_thread  # noqa: F401 (fixture)
 from tutor.attention import dense_attention, hybrid_attention, sparse_attention, unfold_attention
-from tutor.attention.blocked import blocked_attention
+from tutor.attention.blocked import blocked_hybrid_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -15,7 +15,7 @@ GRAD_IMPLS = {
     "unfold": unfold_attention,
     "hybrid(blocked)": lambda *a, **kw: hybrid_attention(*a, **kw, backend="blocked"),
     "hybrid(auto)": lambda *a, **kw: hybrid_attention(*a, **kw, backend="auto"),
-    "blocked(block_size=2)": lambda *a, **kw: blocked_attention(*a, **kw, block_size=2),
+    "blocked(block_size=2)": lambda *a, **kw: blocked_hybrid_attention(*a, **kw, block_size=2),
     "sparse(unfold)": lambda *a, **kw: sparse_attention(*a, **kw, impl="unfold"),
 }
 

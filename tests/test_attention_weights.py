@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from strategies import Case, cases, single_thread  # noqa: F401 (fixture)
 from tutor.attention import (dense_attention, hybrid_attention, looped_attention, sparse_attention,
                              unfold_attention)
-from tutor.attention.blocked import blocked_attention
+from tutor.attention.blocked import blocked_hybrid_attention
 from tutor.masks import hybrid_mask
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -18,7 +18,7 @@ IMPLS = {
     "unfold": unfold_attention,
     "hybrid(blocked)": lambda *a, **kw: hybrid_attention(*a, **kw, backend="blocked"),
     "hybrid(auto)": lambda *a, **kw: hybrid_attention(*a, **kw, backend="auto"),
-    "blocked(block_size=3)": lambda *a, **kw: blocked_attention(*a, **kw, block_size=3),
+    "blocked(block_size=3)": lambda *a, **kw: blocked_hybrid_attention(*a, **kw, block_size=3),
     "sparse(unfold)": lambda *a, **kw: sparse_attention(*a, **kw, impl="unfold"),
     "sparse(hybrid)": lambda *a, **kw: sparse_attention(*a, **kw, impl="hybrid"),
 }

@@ -11,10 +11,11 @@ import itertools
 import pytest
 import torch
 
+import tutor.attention.block_masks as bm_mod
 import tutor.attention.flex as flex_mod
 import tutor.attention.hybrid as hybrid_mod
 from tutor.attention import choose_backend, dense_attention, hybrid_attention, sparse_attention
-from tutor.attention.blocked import blocked_attention
+from tutor.attention.blocked import blocked_hybrid_attention
 from tutor.patterns import generate_bigbird_random, generate_lsh_buckets
 
 FLEX_OK = flex_mod.flex_why_not(torch.zeros(1, 1, 1, 16), False, False) is None
@@ -40,7 +41,7 @@ def make_case(B=2, H=2, T=50, Dh=8, dtype=torch.float32, seed=0, globals_=True, 
                          [c for c in itertools.product([1, 3, 7], [2, 3, 5], [9, 50], [False, True], [None, 8])])
 def test_blocked_dilation_equals_dense(window, dilation, T, causal, block_size):
     q, k, v, gm, kpm = make_case(T=T)
-    got = blocked_attention(q, k, v, window, gm, kpm, causal=causal, dilation=dilation, block_size=block_size)
+    got = blocked_hybrid_attention(q, k, v, window, gm, kpm, causal=causal, dilation=dilation, block_size=block_size)
     want = dense_attention(q, k, v, window, gm, kpm, causal=causal, dilation=dilation)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     plain = dense_attention(q, k, v, window, gm, kpm, causal=causal)
@@ -60,7 +61,7 @@ def test_hybrid_blocked_dilation_weights_equal_dense(causal):
 
 def test_blocked_dilation_without_masks_and_dilation_one_is_unchanged():
     q, k, v, _, _ = make_case(T=40, globals_=False, padding=False)
-    torch.testing.assert_close(blocked_attention(q, k, v, 2, dilation=4), dense_attention(q, k, v, 2, dilation=4),
+    torch.testing.assert_close(blocked_hybrid_attention(q, k, v, 2, dilation=4), dense_attention(q, k, v, 2, dilation=4),
                                atol=1e-5, rtol=1e-5)
     assert torch.equal(hybrid_attention(q, k, v, 3, backend="blocked", dilation=1),
                        hybrid_attention(q, k, v, 3, backend="blocked"))
@@ -77,7 +78,7 @@ def test_blocked_rejects_pattern_and_bad_dilation():
     q, k, v, gm, kpm = make_case(T=20)
     pattern = generate_bigbird_random(20, 4, 1, seed=0)
     with pytest.raises(ValueError, match="flex"):
-        blocked_attention(q, k, v, 2, gm, kpm, pattern=pattern)
+        blocked_hybrid_attention(q, k, v, 2, gm, kpm, pattern=pattern)
     with pytest.raises(ValueError, match="flex"):
         hybrid_attention(q, k, v, 2, gm, kpm, backend="blocked", pattern=pattern)
     with pytest.raises(ValueError, match="dilation"):
@@ -103,33 +104,33 @@ def test_flex_plan_with_dilation_or_pattern_equals_create_block_mask():
     pattern = generate_bigbird_random(T, 64, 2, seed=3)
     for kw in ({"dilation": 40}, {"pattern": pattern}, {"pattern": pattern, "dilation": 3}):
         for layout in ("global_first", "in_place"):
-            bm, _, _, Gp = flex_mod.flex_plan(2, T, 4, gm, kpm, False, torch.device("cpu"), layout, **kw)
+            bm, _, _, Gp = bm_mod.flex_plan(2, T, 4, gm, kpm, False, torch.device("cpu"), layout, **kw)
             want = create_block_mask(bm.mask_mod, 2, None, T + Gp, T + Gp, device="cpu")
             assert torch.equal(bm.to_dense(), want.to_dense()), (kw, layout)
             assert torch.equal(bm.full_kv_num_blocks, want.full_kv_num_blocks), (kw, layout)
 
 
 def test_flex_cache_tells_patterns_apart(monkeypatch):
-    monkeypatch.setattr(flex_mod, "_CACHE", type(flex_mod._CACHE)())
+    monkeypatch.setattr(bm_mod, "_CACHE", type(bm_mod._CACHE)())
     T = 256
     p1 = generate_bigbird_random(T, 32, 2, seed=1)
     p2 = generate_bigbird_random(T, 32, 2, seed=2)                # same shape, other blocks
     dev = torch.device("cpu")
-    a = flex_mod.flex_plan(1, T, 4, None, None, False, dev, pattern=p1)
-    b = flex_mod.flex_plan(1, T, 4, None, None, False, dev, pattern=p2)
+    a = bm_mod.flex_plan(1, T, 4, None, None, False, dev, pattern=p1)
+    b = bm_mod.flex_plan(1, T, 4, None, None, False, dev, pattern=p2)
     assert a is not b and a[0].mask_mod is not b[0].mask_mod
-    assert flex_mod.flex_plan(1, T, 4, None, None, False, dev, pattern=p1) is a   # same object: hit
-    plain = flex_mod.flex_plan(1, T, 4, None, None, False, dev)
-    dil = flex_mod.flex_plan(1, T, 4, None, None, False, dev, dilation=2)
+    assert bm_mod.flex_plan(1, T, 4, None, None, False, dev, pattern=p1) is a   # same object: hit
+    plain = bm_mod.flex_plan(1, T, 4, None, None, False, dev)
+    dil = bm_mod.flex_plan(1, T, 4, None, None, False, dev, dilation=2)
     assert len({id(x) for x in (a, b, plain, dil)}) == 4
-    assert any(p1 in key for key in flex_mod._CACHE)            # the cache keeps the pattern alive
+    assert any(p1 in key for key in bm_mod._CACHE)            # the cache keeps the pattern alive
 
 
 def test_flex_rejects_a_pattern_built_for_another_batch():
     x = torch.randn(1, 64, 8)
     lsh = generate_lsh_buckets(x, 4, seed=0)                     # batch_size 1
     with pytest.raises(ValueError, match="B=1"):
-        flex_mod.flex_plan(2, 64, 2, None, None, False, torch.device("cpu"), pattern=lsh)
+        bm_mod.flex_plan(2, 64, 2, None, None, False, torch.device("cpu"), pattern=lsh)
 
 
 # --------------------------------------------------------------------------- flex: running it (compiles)
@@ -176,7 +177,7 @@ def test_auto_routes_pattern_to_flex_or_raises(monkeypatch):
         choose_backend(q, needs_grad=True, pattern=pattern)       # CPU flex has no backward
     with pytest.raises(ValueError, match="flex"):
         choose_backend(q, return_weights=True, pattern=pattern)
-    monkeypatch.setattr(hybrid_mod, "_BROKEN", {"flex"})
+    monkeypatch.setattr(hybrid_mod, "_broken", {"flex": "RuntimeError: no compiler"})
     with pytest.raises(ValueError, match="dense_attention"):
         choose_backend(q, pattern=pattern)                        # never a silent dense fallback
 

@@ -20,10 +20,12 @@ import pytest
 import torch
 
 import tutor.attention.blocked as blocked_mod
+import tutor.attention.block_masks as bm_mod
 import tutor.attention.flex as flex_mod
 import tutor.attention.hybrid as hybrid_mod
 from tutor.attention import choose_backend, dense_attention, hybrid_attention
-from tutor.attention.blocked import _edge_slice, blocked_attention, default_block_size
+from tutor.attention.tiles import tile_states
+from tutor.attention.blocked import _edge_slice, blocked_hybrid_attention, default_block_size
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -69,7 +71,7 @@ def test_blocked_chunks_globals_padding(causal, chunk, monkeypatch):
     monkeypatch.setattr(blocked_mod, "CHUNK_ELEMENTS", chunk)
     want = dense_attention(*args, **kw)
     for bs in (None, 7, 32):
-        got = blocked_attention(*args, **kw, block_size=bs)
+        got = blocked_hybrid_attention(*args, **kw, block_size=bs)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert torch.equal(got[0], torch.zeros_like(got[0]))
 
@@ -79,8 +81,8 @@ def test_blocked_inference_and_autograd_paths_agree():
     args, kw = make_case(T=97, window=6)
     q, k, v = (t.clone().requires_grad_() for t in args[:3])
     with torch.no_grad():
-        fast = blocked_attention(*args, **kw)
-    out = blocked_attention(q, k, v, *args[3:], **kw)
+        fast = blocked_hybrid_attention(*args, **kw)
+    out = blocked_hybrid_attention(q, k, v, *args[3:], **kw)
     torch.testing.assert_close(out.detach(), fast, atol=1e-6, rtol=1e-6)
     w = torch.randn_like(out)
     (out * w).sum().backward()
@@ -98,13 +100,13 @@ def test_blocked_gradcheck_float64():
     gm[0, 5] = True
     kpm = torch.zeros(2, 11, dtype=torch.bool)
     kpm[1, 9:] = True
-    assert torch.autograd.gradcheck(lambda a, b, c: blocked_attention(a, b, c, 2, gm, kpm, block_size=4), (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: blocked_hybrid_attention(a, b, c, 2, gm, kpm, block_size=4), (q, k, v))
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
 def test_blocked_half_precision_keeps_dtype_and_fp32_statistics(dtype, tol):
     args, kw = make_case(T=90, dtype=dtype)
-    out = blocked_attention(*args, **kw)
+    out = blocked_hybrid_attention(*args, **kw)
     assert out.dtype == dtype and torch.isfinite(out).all()
     want = dense_attention(*args, **kw)                     # float32 statistics, same rounding
     torch.testing.assert_close(out.float(), want.float(), atol=tol, rtol=tol)
@@ -113,7 +115,7 @@ def test_blocked_half_precision_keeps_dtype_and_fp32_statistics(dtype, tol):
 
 def test_blocked_weights_match_dense():
     args, kw = make_case(T=70, window=4)
-    out, w = blocked_attention(*args, **kw, return_weights=True, block_size=16)
+    out, w = blocked_hybrid_attention(*args, **kw, return_weights=True, block_size=16)
     want_out, want_w = dense_attention(*args, **kw, return_weights=True)
     torch.testing.assert_close(out, want_out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(w, want_w, atol=1e-6, rtol=1e-5)
@@ -123,7 +125,7 @@ def test_blocked_rejects_bad_block_size():
     args, kw = make_case(T=20)
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="block_size"):
-            blocked_attention(*args, block_size=bad)
+            blocked_hybrid_attention(*args, block_size=bad)
 
 
 # --------------------------------------------------------------------------- flex: block masks
@@ -134,11 +136,11 @@ def test_block_mask_equals_create_block_mask(T, window, causal, layout):
     """Evaluating only the candidate tiles loses nothing: same tiles as the all-pairs builder."""
     from torch.nn.attention.flex_attention import create_block_mask
     args, _ = make_case(T=T, window=window)
-    bm, idx, valid, Gp = flex_mod.flex_plan(2, T, window, args[4], args[5], causal, torch.device("cpu"), layout)
+    bm, idx, valid, Gp = bm_mod.flex_plan(2, T, window, args[4], args[5], causal, torch.device("cpu"), layout)
     want = create_block_mask(bm.mask_mod, 2, None, T + Gp, T + Gp, device="cpu")
     assert torch.equal(bm.to_dense(), want.to_dense())
     assert torch.equal(bm.full_kv_num_blocks, want.full_kv_num_blocks)
-    assert torch.equal(flex_mod.tile_states(bm, 1), flex_mod.tile_states(want, 1))
+    assert torch.equal(tile_states(bm, 1), tile_states(want, 1))
 
 
 def test_global_first_layout_keeps_the_band_sparse():
@@ -146,8 +148,8 @@ def test_global_first_layout_keeps_the_band_sparse():
     T = 2048
     gm = torch.zeros(1, T, dtype=torch.bool)
     gm[0, [700, 1500]] = True
-    first = flex_mod.tile_states(flex_mod.flex_plan(1, T, 64, gm, None, False, torch.device("cpu"))[0])
-    inplace = flex_mod.tile_states(flex_mod.flex_plan(1, T, 64, gm, None, False, torch.device("cpu"), "in_place")[0])
+    first = tile_states(bm_mod.flex_plan(1, T, 64, gm, None, False, torch.device("cpu"))[0])
+    inplace = tile_states(bm_mod.flex_plan(1, T, 64, gm, None, False, torch.device("cpu"), "in_place")[0])
     nb = T // 128
     assert (first > 0).sum() <= 3 * nb + 2 * (nb + 1)         # band + one row + one column
     assert (first > 0).sum() < (inplace > 0).sum()
@@ -155,18 +157,18 @@ def test_global_first_layout_keeps_the_band_sparse():
 
 
 def test_flex_plan_cache_is_keyed_by_mask_contents_and_bounded(monkeypatch):
-    monkeypatch.setattr(flex_mod, "_CACHE", type(flex_mod._CACHE)())
-    monkeypatch.setattr(flex_mod, "CACHE_SIZE", 2)
+    monkeypatch.setattr(bm_mod, "_CACHE", type(bm_mod._CACHE)())
+    monkeypatch.setattr(bm_mod, "CACHE_SIZE", 2)
     gm = torch.zeros(1, 256, dtype=torch.bool)
     gm[0, 5] = True
-    a = flex_mod.flex_plan(1, 256, 4, gm, None, False, "cpu")
-    assert flex_mod.flex_plan(1, 256, 4, gm.clone(), None, False, "cpu") is a   # same contents: hit
+    a = bm_mod.flex_plan(1, 256, 4, gm, None, False, "cpu")
+    assert bm_mod.flex_plan(1, 256, 4, gm.clone(), None, False, "cpu") is a   # same contents: hit
     gm[0, 5] = False                                            # the caller edits its mask in place
     gm[0, 9] = True
-    b = flex_mod.flex_plan(1, 256, 4, gm, None, False, "cpu")
+    b = bm_mod.flex_plan(1, 256, 4, gm, None, False, "cpu")
     assert b is not a and b[1].tolist() == [[9]] and a[1].tolist() == [[5]]   # a kept its own copy
-    flex_mod.flex_plan(1, 256, 5, gm, None, False, "cpu")
-    assert len(flex_mod._CACHE) == 2
+    bm_mod.flex_plan(1, 256, 5, gm, None, False, "cpu")
+    assert len(bm_mod._CACHE) == 2
 
 
 # --------------------------------------------------------------------------- flex: why not, and running it
@@ -191,7 +193,7 @@ def test_flex_matches_dense(causal):
     args, kw = make_case(T=300, causal=causal)
     with torch.no_grad():
         got = hybrid_attention(*args, **kw, backend="flex")
-        inplace = flex_mod.flex_attention_hybrid(*args, **kw, layout="in_place")
+        inplace = flex_mod.flex_hybrid_attention(*args, **kw, layout="in_place")
     want = dense_attention(*args, **kw)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(inplace, want, atol=1e-5, rtol=1e-5)
@@ -282,15 +284,29 @@ def test_auto_skips_backends_that_cannot_run(monkeypatch):
 
 
 def test_auto_falls_back_to_blocked_when_a_backend_breaks(monkeypatch):
+    """The fallback is visible: one warning, the state in broken_backends(), a reset that forgets it."""
+    import warnings
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
     monkeypatch.setattr(hybrid_mod, "_PREFERRED", {"cpu": ("flex",)})
     monkeypatch.setitem(hybrid_mod.BACKENDS, "flex", hybrid_mod.Backend("flex", broken, lambda *a: None))
-    monkeypatch.setattr(hybrid_mod, "_BROKEN", set())
+    monkeypatch.setattr(hybrid_mod, "_broken", {})
     args, kw = make_case(T=40)
-    with pytest.warns(RuntimeWarning, match="'flex' failed"):
+    with pytest.warns(RuntimeWarning, match="'flex' failed.*no compiler here.*broken_backends"):
         out = hybrid_attention(*args, **kw)
     torch.testing.assert_close(out, dense_attention(*args, **kw), atol=1e-5, rtol=1e-5)
+    assert hybrid_mod.broken_backends() == {"flex": "RuntimeError: no compiler here"}
     assert choose_backend(args[0]).name == "blocked"                         # not tried again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                      # said once, not at every call
+        torch.testing.assert_close(hybrid_attention(*args, **kw), out, atol=0, rtol=0)
     with pytest.raises(RuntimeError, match="no compiler"):                  # named: no silent fallback
         hybrid_attention(*args, **kw, backend="flex")
+    hybrid_mod.broken_backends()["flex"] = "edited copy"                    # a copy: the state stays ours
+    assert hybrid_mod.broken_backends()["flex"] == "RuntimeError: no compiler here"
+    hybrid_mod.reset_broken_backends()
+    assert hybrid_mod.broken_backends() == {} and choose_backend(args[0]).name == "flex"
+    with pytest.warns(RuntimeWarning, match="'flex' failed"):               # tried again, fails again
+        hybrid_attention(*args, **kw)
+    hybrid_mod.reset_broken_backends("flex", "triton")                      # by name; unknown names are fine
+    assert hybrid_mod.broken_backends() == {}

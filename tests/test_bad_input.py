@@ -13,7 +13,7 @@ import torch
 from strategies import single_thread  # noqa: F401 (fixture)
 from tutor.attention import (HybridSparseAttention, dense_attention, hybrid_attention, looped_attention,
                              sparse_attention, unfold_attention)
-from tutor.attention.blocked import blocked_attention
+from tutor.attention.blocked import blocked_hybrid_attention
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -25,7 +25,7 @@ IMPLS = {
     "unfold": unfold_attention,
     "hybrid": hybrid_attention,
     "hybrid(blocked)": lambda *a, **kw: hybrid_attention(*a, **kw, backend="blocked"),
-    "blocked": blocked_attention,
+    "blocked": blocked_hybrid_attention,
     **{f"sparse({i})": (lambda i: lambda *a, **kw: sparse_attention(*a, **kw, impl=i))(i)
        for i in ("dense", "looped", "unfold", "hybrid")},
 }

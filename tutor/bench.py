@@ -105,7 +105,7 @@ def memory_estimate_gb(impl: str, s: Setting) -> float:
 def runner(impl: str, s: Setting, q, k, v, gm) -> Callable[[], torch.Tensor]:
     """A no-argument callable computing the forward of ``impl`` on these inputs."""
     from .attention import hybrid_attention, looped_attention, unfold_attention
-    from .attention.flex import flex_attention_hybrid
+    from .attention.flex import flex_hybrid_attention
     from .masks import hybrid_mask
     if impl == "dense":
         mask = hybrid_mask(s.T, s.window, gm, device=q.device)[:, None]    # (B, 1, T, T)
@@ -115,7 +115,7 @@ def runner(impl: str, s: Setting, q, k, v, gm) -> Callable[[], torch.Tensor]:
     if impl == "unfold":
         return lambda: unfold_attention(q, k, v, s.window, gm)
     if impl == "flex_mask":
-        return lambda: flex_attention_hybrid(q, k, v, s.window, gm, layout="in_place")
+        return lambda: flex_hybrid_attention(q, k, v, s.window, gm, layout="in_place")
     if impl.startswith("hybrid:"):
         backend = impl.split(":", 1)[1]
         return lambda: hybrid_attention(q, k, v, s.window, gm, backend=backend)

@@ -3,10 +3,17 @@
 * :func:`dense_attention`   - full T x T scores and one mixed mask: the reference.
 * :func:`looped_attention`  - the explicit per-query loop: readable, slow.
 * :func:`unfold_attention`  - windows via ``unfold``: vectorized, (2w+1)x memory of K.
-* :func:`hybrid_attention`  - memory-linear backends (``blocked`` everywhere, more on GPU).
+* :func:`hybrid_attention`  - memory-linear backends (``blocked`` everywhere, more on GPU), each
+  module's entry point named ``<backend>_hybrid_attention`` (:mod:`.blocked`, :mod:`.flex`,
+  :mod:`.triton_kernel`); FlexAttention's block masks live in :mod:`.block_masks`, their tile
+  picture in :mod:`.tiles`.
+* :func:`sparse_attention`  - one name over the four (:mod:`.sparse`, ``impl=``).
+
+What every implementation shares: :mod:`.softmax` (the masked softmax), :mod:`.global_tokens`
+(global tokens as index lists, gathered and written back) and the input checks of ``_checks``.
 """
 from .dense import dense_attention
-from .dispatch import IMPLS, sparse_attention
+from .sparse import IMPLS, sparse_attention
 from .hybrid import BACKENDS, choose_backend, hybrid_attention
 from .layer import HybridSparseAttention
 from .looped import looped_attention

@@ -14,6 +14,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..masks import check_dilation
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -80,13 +82,59 @@ def check_scale(scale, q: Tensor) -> float:
     return float(scale)
 
 
-def check_inputs(q, k, v, window, global_mask, key_padding_mask, scale):
-    """Validate the common arguments; returns ``(window, global_mask, key_padding_mask, scale)``."""
+def check_bool(name: str, value) -> bool:
+    """A real ``bool`` (``causal="no"`` or ``1`` is refused: a truthy string would mean True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_dropout(dropout_p) -> float:
+    """``dropout_p`` is a real number in [0, 1)."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f"dropout_p must be a number in [0, 1), got {type(dropout_p).__name__} {dropout_p!r}")
+    if not 0.0 <= float(dropout_p) < 1.0:                  # also refuses NaN
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    return float(dropout_p)
+
+
+def clamp_window(window: int, T: int, dilation: int = 1) -> int:
+    """The smallest window with the same allowed pairs: a key is at most ``T - 1`` away.
+
+    With ``dilation = d`` the local keys sit at multiples of d, so ``w * d <= T - 1`` suffices.
+    A window of 10**7 at T = 10 then costs what a window of 9 costs, in every implementation.
+    """
+    return min(window, (T - 1) // dilation)
+
+
+def check_inputs(q, k, v, window, global_mask, key_padding_mask, scale, *,
+                 causal: bool = False, return_weights: bool = False, dropout_p: float = 0.0,
+                 dilation: int = 1):
+    """Validate the common arguments; returns ``(window, global_mask, key_padding_mask, scale)``.
+
+    The returned window is clamped to ``(T - 1) // dilation`` (:func:`clamp_window`): the same
+    pairs, bounded work. ``causal`` and ``return_weights`` must be bools, ``dropout_p`` a number
+    in [0, 1), ``dilation`` a positive int.
+    """
     _check_qkv(q, k, v)
-    window = check_window(window)
+    window = clamp_window(check_window(window), q.shape[2], check_dilation(dilation))
     global_mask = check_flag_mask("global_mask", global_mask, q)
     key_padding_mask = check_flag_mask("key_padding_mask", key_padding_mask, q)
+    check_bool("causal", causal)
+    check_bool("return_weights", return_weights)
+    check_dropout(dropout_p)
     return window, global_mask, key_padding_mask, check_scale(scale, q)
+
+
+def empty_result(q: Tensor, k: Tensor, v: Tensor, return_weights: bool):
+    """The answer for a batch with no rows at all (B = 0 or H = 0): empty out [, empty weights].
+
+    The output is tied to q, k, v by autograd (all gradients empty), like any other output.
+    """
+    B, H, T, _ = q.shape
+    out = (q + k + v) * 0                                                  # (B, H, T, Dh), no element
+    weights = q.new_zeros(B, H, T, T, dtype=torch.float64 if q.dtype == torch.float64 else torch.float32)
+    return (out, weights) if return_weights else out
 
 
 def needs_grad(*tensors) -> bool:

@@ -124,11 +124,11 @@ def _pv(o: Optional[Tensor], p: Tensor, vb: Tensor, acc) -> Tensor:
     return torch.bmm(p, vb) if o is None else o.baddbmm_(p, vb)
 
 
-def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
-                      global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
-                      causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
-                      dropout_p: float = 0.0, block_size: Optional[int] = None, dilation: int = 1,
-                      pattern: Optional[MaskMod] = None):
+def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
+                             global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
+                             causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
+                             dropout_p: float = 0.0, block_size: Optional[int] = None, dilation: int = 1,
+                             pattern: Optional[MaskMod] = None):
     """Same contract as :func:`dense_attention`, in O(T) memory.
 
     q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
@@ -141,7 +141,7 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
         q, k, v, window, global_mask, key_padding_mask, scale)
     dilation = check_dilation(dilation)
     if check_pattern(pattern) is not None:
-        raise ValueError(f"blocked_attention does not support pattern= (got {getattr(pattern, '__name__', pattern)!r}): "
+        raise ValueError(f"blocked_hybrid_attention does not support pattern= (got {getattr(pattern, '__name__', pattern)!r}): "
                          "an arbitrary pattern is not band-limited. Use hybrid_attention(..., backend='flex') "
                          "or dense_attention(..., pattern=...)")
     reach = window * dilation                                              # farthest local key

@@ -2,6 +2,10 @@
 
 Full (T x T) scores, one mixed mask from :func:`tutor.masks.hybrid_mask`, one softmax. It is
 O(T^2) in time and memory, which is exactly why the rest of the course exists.
+
+Numerics that respect the mask: disallowed scores become ``-inf`` *before* the softmax (so a NaN
+or inf in a key a row may not read never reaches that row), and the values of padded keys are
+zeroed before ``P @ V`` (a probability of 0 times a NaN value would still be NaN).
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     a dilated window, and any extra mask_mod OR-ed in (BigBird random blocks, LSH buckets, ...).
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale)
+        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
+        return_weights=return_weights, dropout_p=dropout_p, dilation=dilation)
     T = q.shape[2]
     pb = getattr(pattern, "batch_size", None)                              # a per-sequence pattern
     if pb is not None and pb != q.shape[0]:                                # must fit q's B: no broadcast
@@ -42,5 +47,8 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     scores = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale             # (B, H, T, T)
     weights = masked_softmax(scores, allowed)                              # (B, H, T, T)
     p = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    out = (p @ v.to(acc)).to(q.dtype)                                      # (B, H, T, Dh)
+    vf = v.to(acc)
+    if key_padding_mask is not None:                                       # 0 * NaN is NaN: padded
+        vf = vf.masked_fill(key_padding_mask[:, None, :, None], 0.0)       # values become exact 0
+    out = (p @ vf).to(q.dtype)                                             # (B, H, T, Dh)
     return (out, weights) if return_weights else out

@@ -14,7 +14,7 @@ from torch import Tensor
 from .softmax import masked_softmax
 
 __all__ = ["effective_globals", "global_index", "global_slots", "gather_tokens", "scatter_rows",
-           "global_row_probs"]
+           "write_global_rows", "global_row_probs"]
 
 
 def effective_globals(global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
@@ -59,6 +59,21 @@ def scatter_rows(x: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor:
     spare = torch.cat([x, x.new_zeros(B, H, 1, C)], dim=2)                   # (B, H, T+1, C)
     target = idx.masked_fill(~valid, T)[:, None, :, None].expand(B, H, idx.shape[1], C)
     return spare.scatter(2, target, rows.to(x.dtype))[:, :, :T]             # (B, H, T, C)
+
+
+def write_global_rows(out: Tensor, idx: Tensor, valid: Tensor, rows: Tensor, *, inplace: bool) -> Tensor:
+    """Write the global rows back to their places: row ``g`` of ``rows`` goes to row ``idx[b, g]``.
+
+    out: (B, H, T, C); idx, valid: (B, G); rows: (B, H, G, C). Only valid slots are written.
+    ``inplace=True`` writes into ``out`` and returns it: no copy, for a buffer the backend owns
+    and autograd does not track. ``inplace=False`` leaves ``out`` untouched and returns a new
+    tensor (:func:`scatter_rows`), safe under autograd.
+    """
+    if not inplace:
+        return scatter_rows(out, idx, valid, rows)                          # (B, H, T, C)
+    bi, gi = valid.nonzero(as_tuple=True)                                  # (N,), (N,): real slots
+    out[bi, :, idx[bi, gi]] = rows[bi, :, gi].to(out.dtype)                # (N, H, C) rows
+    return out
 
 
 def global_row_probs(q: Tensor, k: Tensor, idx: Tensor, valid: Tensor,

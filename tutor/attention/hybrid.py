@@ -6,6 +6,10 @@
   CUDA inference and training.
 * ``triton``  - a FlashAttention-style Triton kernel (:mod:`.triton_kernel`); forward only.
 
+Every backend module names its entry point ``<backend>_hybrid_attention`` (same arguments as
+:func:`hybrid_attention`, minus ``backend``): :func:`~.blocked.blocked_hybrid_attention`,
+:func:`~.flex.flex_hybrid_attention`, :func:`~.triton_kernel.triton_hybrid_attention`.
+
 Each backend comes with a probe ``why_not(q, needs_grad, return_weights, dropout=False)`` that
 returns None when it can run the inputs and a reason otherwise. Naming a backend that cannot run
 raises a ``ValueError`` with that reason; ``backend="auto"`` takes the first backend of
@@ -14,6 +18,11 @@ raises a ``ValueError`` with that reason; ``backend="auto"`` takes the first bac
 Notebook 05's options need backends that know them (``Backend.features``): ``dilation`` runs on
 blocked and flex, a ``pattern`` (not band-limited) only on flex. ``auto`` with a pattern takes
 flex or raises; it never falls back to a silent dense T x T.
+
+If the backend ``auto`` chose fails at run time (e.g. torch.compile finds no working compiler),
+``auto`` runs ``blocked`` instead, warns once, and skips that backend from then on in this
+process: :func:`broken_backends` lists them with the error, :func:`reset_broken_backends`
+forgets them. A backend named explicitly is never replaced: its error is raised.
 """
 from __future__ import annotations
 
@@ -26,9 +35,9 @@ import torch
 from torch import Tensor
 
 from ..masks import MaskMod, check_dilation, check_pattern
-from ._checks import check_inputs, needs_grad
-from .blocked import blocked_attention
-from .flex import flex_attention_hybrid, flex_why_not
+from ._checks import check_inputs, empty_result, needs_grad
+from .blocked import blocked_hybrid_attention
+from .flex import flex_hybrid_attention, flex_why_not
 
 @dataclass(frozen=True)
 class Backend:
@@ -56,21 +65,41 @@ def triton_backend_fn(*args, **kwargs):
 
 
 BACKENDS: Dict[str, Backend] = {
-    "blocked": Backend("blocked", blocked_attention, _blocked_why_not,
+    "blocked": Backend("blocked", blocked_hybrid_attention, _blocked_why_not,
                        "pure PyTorch query blocks x key spans; any device and dtype, autograd",
                        frozenset({"dilation"})),
-    "flex": Backend("flex", flex_attention_hybrid, flex_why_not,
+    "flex": Backend("flex", flex_hybrid_attention, flex_why_not,
                     "compiled FlexAttention, sparse BlockMask; CPU inference, CUDA train+infer",
                     frozenset({"dilation", "pattern"})),
     "triton": Backend("triton", triton_backend_fn, _triton_why_not,
                       "FlashAttention-style Triton kernel; CUDA, forward only"),
 }
 
-#: backends that failed at run time under ``auto`` (e.g. no working compiler): not tried again
-_BROKEN: set = set()
+#: backends that failed at run time under ``auto``: name -> the error, as text (see broken_backends)
+_broken: Dict[str, str] = {}
 
 #: extra backends registered at run time, tried first by ``auto`` on the listed device types
 _PREFERRED: Dict[str, Tuple[str, ...]] = {}
+
+
+def broken_backends() -> Dict[str, str]:
+    """Backends ``auto`` stopped trying after they failed in this process: name -> the error."""
+    return dict(_broken)
+
+
+def reset_broken_backends(*names: str) -> None:
+    """Let ``auto`` try these backends again (all of them when no name is given)."""
+    for name in names or tuple(_broken):
+        _broken.pop(name, None)
+
+
+def mark_broken(name: str, exc: BaseException) -> None:
+    """Record that backend ``name`` failed under ``auto`` and say so once, in a RuntimeWarning."""
+    _broken[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    warnings.warn(f"hybrid_attention(backend='auto'): {name!r} failed ({_broken[name]}); ran 'blocked' instead, "
+                  f"and 'auto' skips {name!r} from now on in this process "
+                  f"(tutor.attention.hybrid.broken_backends() lists what it skips, reset_broken_backends() "
+                  f"tries again)", RuntimeWarning, stacklevel=3)
 
 
 def register_backend(backend: Backend, *, prefer_on: Tuple[str, ...] = ()) -> None:
@@ -122,7 +151,10 @@ def choose_backend(q: Tensor, backend: str = "auto", *, needs_grad: bool = False
         reasons = []
         for name in auto_order(q, needs_grad) + (("flex",) if "pattern" in needs else ()):
             cand = BACKENDS.get(name)
-            if cand is None or name in _BROKEN:
+            if cand is None:
+                continue
+            if name in _broken:
+                reasons.append(f"{name}: failed earlier in this process ({_broken[name]})")
                 continue
             reason = _missing(cand, needs) or cand.why_not(q, needs_grad, return_weights, dropout)
             if reason is None:
@@ -158,10 +190,13 @@ def hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     ``dilation`` / ``pattern`` widen the local term as in :func:`tutor.masks.hybrid_mask`:
     dilation runs on blocked and flex, a pattern only on flex (ValueError elsewhere).
     """
-    check_inputs(q, k, v, window, global_mask, key_padding_mask, scale)
+    check_inputs(q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
+                 return_weights=return_weights, dropout_p=dropout_p, dilation=dilation)
     grad = needs_grad(q, k, v)
     chosen = choose_backend(q, backend, needs_grad=grad, return_weights=return_weights,
                             dropout=dropout_p > 0, dilation=dilation, pattern=pattern)
+    if q.numel() == 0:                                                     # B = 0 or H = 0: nothing to run
+        return empty_result(q, k, v, return_weights)
     kwargs = {"dropout_p": dropout_p} if dropout_p > 0 else {}
     if dilation != 1:
         kwargs["dilation"] = dilation
@@ -174,7 +209,5 @@ def hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     try:
         return chosen.fn(*args, **kwargs)
     except Exception as exc:  # auto only chose it for speed: fall back to the backend that always runs
-        _BROKEN.add(chosen.name)
-        warnings.warn(f"hybrid_attention(backend='auto'): {chosen.name!r} failed ({type(exc).__name__}: "
-                      f"{str(exc)[:200]}); using 'blocked' from now on in this process", RuntimeWarning)
+        mark_broken(chosen.name, exc)
         return BACKENDS["blocked"].fn(*args, **kwargs)

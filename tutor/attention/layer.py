@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_window
-from .dispatch import IMPLS, sparse_attention
+from .sparse import IMPLS, sparse_attention
 
 
 class HybridSparseAttention(nn.Module):

@@ -3,6 +3,7 @@
 Written to be read, not to be fast: Python loops over B and T (heads are batched). The allowed
 keys of query ``i`` are built as a *set*, so a global key that also sits in the local window is
 scored once, and a global query reads every key (Longformer's symmetric global attention).
+Only the allowed keys and values are ever gathered, so nothing else can reach a row.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def looped_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale)
+        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal, return_weights=return_weights)
     B, H, T, _ = q.shape
     acc = accum_dtype(q.dtype)
     out = torch.zeros(B, H, T, v.shape[-1], dtype=acc, device=q.device)

@@ -6,6 +6,7 @@ Global keys: gathered per sequence and padded to the largest count G (the padded
 One softmax runs over ``[local | global]``; a global key that also sits in a window is scored
 only in the global columns, so no pair counts twice. Global rows are recomputed densely.
 The window tensor is (2w+1) times the size of K: simple, but memory-hungry (see ``blocked``).
+Padded values are zeroed first, so a masked slot adds an exact 0 (never ``0 * NaN``).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def unfold_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale)
+        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
+        return_weights=return_weights, dropout_p=dropout_p)
     B, H, T, _ = q.shape
     dev = q.device
     is_pad = key_padding_mask if key_padding_mask is not None else torch.zeros(B, T, dtype=torch.bool, device=dev)
@@ -61,6 +63,8 @@ def unfold_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     idx, valid = global_index(is_global)                                   # (B, G), (B, G)
     acc = accum_dtype(q.dtype)
     qf, kf, vf = q.to(acc), k.to(acc), v.to(acc)
+    if key_padding_mask is not None:                                       # padded values: exact 0
+        vf = vf.masked_fill(key_padding_mask[:, None, :, None], 0.0)
 
     # local part
     k_win = unfold_windows(kf, window)                                     # (B, H, T, 2w+1, Dh)

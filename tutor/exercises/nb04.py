@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..attention.blocked import blocked_attention
+from ..attention.blocked import blocked_hybrid_attention
 from ..masks import generate_causal_window, generate_local_window
 from .cases import HYBRID_CASES, Case
 from .compare import as_int, compare_attention, compare_int, compare_windows
@@ -39,7 +39,7 @@ def block_band_mask_reference(block_size: int, window: int, causal: bool) -> Ten
 
 def blocked_hybrid_attention_reference(q, k, v, window, global_mask, block_size):
     """SPEC.md's attention (non-causal, no padding) with the blocked backend: (B, H, T, Dh)."""
-    return blocked_attention(q, k, v, window, global_mask, block_size=block_size)
+    return blocked_hybrid_attention(q, k, v, window, global_mask, block_size=block_size)
 
 
 def blocked_score_elements_reference(B: int, H: int, T: int, window: int, block_size: int, G: int) -> int:

@@ -120,7 +120,7 @@ class FunctionProblem(Problem):
         if self._no_attention:
             from ..attention import IMPLS, BACKENDS
             watched += [*IMPLS.values(), *(backend.fn for backend in BACKENDS.values())]
-            watched.append(_resolve("tutor.attention.dispatch.sparse_attention"))
+            watched.append(_resolve("tutor.attention.sparse.sparse_attention"))
         return [fn for fn in watched if fn is not None]
 
     def _arguments(self, case) -> Dict[str, Any]:

@@ -68,7 +68,7 @@ def plot_tile_states(states, *, title: Optional[str] = None, block: int = 128,
                      ax: Optional[Axes] = None, size: float = 3.6) -> Figure:
     """A grid of tiles coloured by state: 0 empty (skipped), 1 partial (masked), 2 full.
 
-    ``states``: (n_q_tiles, n_kv_tiles) ints, e.g. from :func:`tutor.attention.flex.tile_states`.
+    ``states``: (n_q_tiles, n_kv_tiles) ints, e.g. from :func:`tutor.attention.tiles.tile_states`.
     The title reports how many tiles are computed at all, the fraction a kernel cannot skip.
     """
     a = np.asarray(states.cpu() if isinstance(states, torch.Tensor) else states)

@@ -1,4 +1,8 @@
-"""``sparse_attention(impl=...)``: one name for the four implementations of the same function."""
+"""``sparse_attention(impl=...)``: one name for the four implementations of the same function.
+
+``IMPLS`` maps each ``impl`` name to its function: the reference (``dense``), the loop
+(``looped``), the vectorized window (``unfold``) and the memory-linear backends (``hybrid``).
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -23,7 +27,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     Extra keyword arguments go to the implementation (``backend=`` for hybrid, ``dropout_p=``,
     and ``dilation=`` / ``pattern=`` for dense and hybrid: see :func:`tutor.masks.hybrid_mask`).
     """
-    if impl not in IMPLS:
+    if not isinstance(impl, str) or impl not in IMPLS:
         raise ValueError(f"impl must be one of {sorted(IMPLS)}, got {impl!r}")
     return IMPLS[impl](q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
                        return_weights=return_weights, **kwargs)
