@@ -40,6 +40,8 @@ NOTEBOOKS: Tuple[Notebook, ...] = (
              "Dilated, causal, block, BigBird and LSH patterns as mask factories: masks, costs, backends."),
     Notebook(6, "06_training_with_sparse_attention.ipynb", "Training with sparse attention",
              "A small encoder on a long-range task: local-only stays at chance, local + global solves it."),
+    Notebook(8, "08_beyond_one_device.ipynb", "Beyond one device: sequence parallelism",
+             "Shard one sequence over ranks: halo exchange, all-gathered globals, merged global rows, on torch.distributed."),
 )
 
 
