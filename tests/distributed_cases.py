@@ -15,7 +15,7 @@ from tutor.distributed.demo import training_check
 from tutor.distributed import (count_traffic, gather_sequence, sequence_parallel_attention, shard_bounds,
                                shard_sequence)
 from tutor.distributed.layer import SequenceParallelAttention, all_reduce_grads
-from tutor.distributed.traffic import halo_rows
+from tutor.distributed.halo import halo_rows
 
 
 def _globals(T: int, P: int, kind: str, B: int) -> torch.Tensor:

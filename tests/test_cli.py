@@ -16,7 +16,7 @@ from tutor.envcheck import MISSING, OK, Check
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ["00_why_sparse_attention.ipynb", "01_dense_masked_attention.ipynb", "02_looped_sparse_attention.ipynb",
          "03_unfold_vectorization.ipynb", "04_gpu_hybrid.ipynb", "05_sparsity_pattern_zoo.ipynb",
-         "06_training_with_sparse_attention.ipynb"]
+         "06_training_with_sparse_attention.ipynb", "08_beyond_one_device.ipynb"]
 CHECK_NAMES = ["python", "torch", "device", "widgets extension", "jupyterlab", "ipywidgets", "matplotlib", "nbval"]
 
 
@@ -166,8 +166,8 @@ def test_format_checks_puts_the_hint_under_a_missing_line():
 
 
 # --------------------------------------------------------------------------- course map, unit
-def test_course_lists_the_seven_notebooks_in_order():
-    assert [nb.number for nb in course.NOTEBOOKS] == list(range(7))
+def test_course_lists_every_notebook_in_order():
+    assert [nb.number for nb in course.NOTEBOOKS] == [int(f[:2]) for f in FILES]
     assert [nb.file for nb in course.NOTEBOOKS] == FILES
     assert all(nb.title and nb.summary for nb in course.NOTEBOOKS)
 
@@ -178,7 +178,7 @@ def test_course_map_marks_existing_files(tmp_path):
     (tmp_path / "notebooks" / FILES[2]).write_text("{}")
     (tmp_path / "exercises" / FILES[2]).write_text("{}")
     entries = course.course_map(tmp_path)
-    assert [e.exists for e in entries] == [i == 2 for i in range(7)]
-    assert [e.exercise_exists for e in entries] == [i == 2 for i in range(7)]
+    assert [e.exists for e in entries] == [i == 2 for i in range(len(FILES))]
+    assert [e.exercise_exists for e in entries] == [i == 2 for i in range(len(FILES))]
     lines = course.format_map(entries)
     assert "[ok, exercise]" in lines[4] and "[not yet written]" in lines[0]

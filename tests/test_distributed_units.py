@@ -16,7 +16,8 @@ from tutor.attention.softmax import masked_softmax
 from tutor.distributed import finish, halo_pieces, halo_plan, merge_states, partial_state, shard_bounds, shard_sequence
 from tutor.distributed.figures import key_sources, plot_shard_halos, plot_traffic
 from tutor.distributed.launch import run
-from tutor.distributed.traffic import all_gather_rows, halo_rows, layer_bytes
+from tutor.distributed.halo import halo_rows
+from tutor.distributed.traffic import all_gather_rows, layer_bytes
 from tutor.masks import hybrid_mask
 
 

@@ -34,7 +34,7 @@ def test_registered_in_course_order():
     per_notebook = exercises.notebook_questions()
     assert [q.id for q in per_notebook["05"]] == ["05.q1", "05.q2", "05.q3"]
     assert [q.id for q in per_notebook["06"]] == ["06.q1", "06.q2", "06.q3"]
-    assert list(per_notebook)[-2:] == ["05", "06"]
+    assert list(per_notebook)[5:7] == ["05", "06"]
     assert QIDS == ["05.q1", "05.q2", "05.q3", "06.q1", "06.q2", "06.q3"]
 
 

@@ -15,7 +15,8 @@ from matplotlib.patches import Patch
 
 from ..masks import hybrid_mask
 from .sharding import shard_bounds
-from .traffic import all_gather_rows, halo_rows, layer_bytes
+from .halo import halo_rows
+from .traffic import all_gather_rows, layer_bytes
 
 __all__ = ["plot_shard_halos", "plot_traffic"]
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import traffic
 
-__all__ = ["Piece", "halo_plan", "halo_pieces", "HaloExchange", "halo_exchange"]
+__all__ = ["Piece", "halo_plan", "halo_rows", "halo_pieces", "HaloExchange", "halo_exchange"]
 
 
 class Piece(NamedTuple):
@@ -45,6 +45,13 @@ def halo_plan(bounds: Sequence[Tuple[int, int]], window: int, causal: bool = Fal
     """Every piece that moves in one halo exchange, over all ranks."""
     return [p for dst in range(len(bounds)) for p in halo_pieces(bounds, dst, window, causal)]
 
+
+
+def halo_rows(T: int, world_size: int, window: int, causal: bool = False) -> int:
+    """Most K/V rows one rank sends in a halo exchange of shards of ``T / P`` positions."""
+    from .sharding import shard_bounds
+    plan = halo_plan(shard_bounds(T, world_size), window, causal)
+    return max(sum(p.hi - p.lo for p in plan if p.src == r) for r in range(world_size))
 
 def _peer(group, rank: int) -> int:
     return rank if group is None else dist.get_global_rank(group, rank)

@@ -5,7 +5,8 @@ add the bytes this rank sends (forward and backward) to a dict ``{kind: bytes}``
 counted as a ring implementation sends them: an all-gather sends this rank's piece to each of the
 other ``P - 1`` ranks, an all-reduce of ``n`` bytes sends ``2 (P - 1) / P · n``.
 
-The formulas beside it give the same numbers without running anything (rows of K and V).
+The formulas beside it give the same numbers without running anything (rows of K and V); the rows a
+halo exchange sends are :func:`tutor.distributed.halo.halo_rows`, beside the plan they count.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import contextlib
 from typing import Dict, Iterator, Optional
 
 __all__ = ["count_traffic", "record", "record_all_gather", "record_all_reduce",
-           "halo_rows", "all_gather_rows", "ring_rows", "layer_bytes"]
+           "all_gather_rows", "ring_rows", "layer_bytes"]
 
 _counter: Optional[Dict[str, int]] = None
 
@@ -41,14 +42,6 @@ def record_all_gather(kind: str, piece_bytes: int, world_size: int) -> None:
 
 def record_all_reduce(kind: str, nbytes: int, world_size: int) -> None:
     record(kind, 2 * (world_size - 1) * nbytes // world_size)
-
-
-def halo_rows(T: int, world_size: int, window: int, causal: bool = False) -> int:
-    """Most K/V rows one rank sends in a halo exchange of shards of ``T / P`` positions."""
-    from .halo import halo_plan
-    from .sharding import shard_bounds
-    plan = halo_plan(shard_bounds(T, world_size), window, causal)
-    return max(sum(p.hi - p.lo for p in plan if p.src == r) for r in range(world_size))
 
 
 def all_gather_rows(T: int, world_size: int) -> int:

@@ -234,7 +234,7 @@ def halo_bytes(T, world_size, rank, window, B, H, Dh, bytes_per_value, causal):
     _congrats = ("At T = 65536, P = 4, w = 64 a middle rank sends 2·64 rows each of K and V; an all-gather "
                  "sends 3 · 16384: hundreds of times more, and it grows with T while the halo does not.")
     _reference = halo_bytes_reference
-    _forbidden = ("tutor.distributed.traffic.halo_rows", "tutor.distributed.halo.halo_plan",
+    _forbidden = ("tutor.distributed.halo.halo_rows", "tutor.distributed.halo.halo_plan",
                   "tutor.distributed.halo.halo_pieces")
     _args = _BYTES_ARGS
     _compare = compare_int
