@@ -107,8 +107,54 @@ def test_a_checker_bug_is_reported_not_raised(monkeypatch):
 def test_messages_never_show_the_expected_value():
     r = exercises.question("00.q2").check(lambda T, window: T * (2 * window + 1))
     assert r.status == "incorrect" and "50" in r.message and "46" not in r.message
+    r = exercises.question("00.q2").check(lambda T, window: float(_count_local(T, window)))
+    assert r.status == "incorrect" and "46" not in r.message and "float" in r.message
     r = exercises.question("00.q3").check(700)
     assert r.status == "incorrect" and "768" not in r.message
+
+
+def test_a_tensor_count_is_not_an_int():
+    r = exercises.question("00.q2").check(lambda T, window: _local(T, window).sum())
+    assert r.status == "incorrect" and "0-d torch.Tensor" in r.message and "int(" in r.message
+
+
+def test_every_row_wrong_points_at_the_scale_not_an_edge():
+    r = exercises.question("01.q4").check(WRONG["01.q4"]["missing 1/sqrt(Dh)"])
+    assert "every output row differs" in r.message and "1/sqrt(Dh)" in r.message
+    assert "near an edge" not in r.message
+    r = exercises.question("03.q4").check(WRONG["03.q4"]["missing 1/sqrt(Dh)"])
+    assert "every output row differs" in r.message
+
+
+def test_near_an_edge_only_for_rows_whose_window_is_cut():
+    from tutor.exercises.cases import AttnCase
+    case = AttnCase("c", T=10, window=2)
+    assert [i for i in range(10) if "near an edge" in case.describe_query(0, i)] == [0, 1, 8, 9]
+    wide = AttnCase("c", T=7, window=9)                        # every window is cut: the word says nothing
+    assert not any("near an edge" in wide.describe_query(0, i) for i in range(7))
+
+
+def test_softmax_nan_is_traced_to_its_cause():
+    r = exercises.question("01.q3").check(WRONG["01.q3"]["exp without the max"])
+    assert "HAS allowed keys" in r.message and "overflow" in r.message
+    r = exercises.question("01.q3").check(WRONG["01.q3"]["NaN on empty rows"])
+    assert "no allowed key" in r.message and "HAS" not in r.message
+
+
+def test_the_float16_claim_is_a_case_that_runs():
+    q = exercises.question("01.q3")
+    assert "float16" in q._congrats
+    assert any(c.tensors()["scores"].dtype == torch.float16 for c in q._cases)
+
+
+def test_a_python_loop_over_T_is_named():
+    r = exercises.question("03.q5").check(WRONG["03.q5"]["a Python loop over i and r"])
+    assert r.status == "incorrect" and "loops over the sequence in Python" in r.message
+
+
+def test_unstable_sorts_fail_on_long_cases():
+    q = exercises.question("03.q3")
+    assert any(c.T >= 32 and max(map(len, c.globals_)) >= 4 for c in q._cases)
 
 
 # --------------------------------------------------------------------------- generic failure modes
@@ -251,6 +297,8 @@ def _softmax(scores, allowed, mode):
         return torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)
     if mode == "big_negative":
         return torch.softmax(scores.masked_fill(~allowed, -1e9), -1)
+    if mode == "big_negative_zeroed":
+        return torch.softmax(scores.masked_fill(~allowed, -1e9), -1) * allowed.any(-1, keepdim=True)
     if mode == "post_mask":
         return torch.softmax(scores, -1) * allowed
     if mode == "naive_exp":
@@ -350,6 +398,38 @@ def _scatter_map(p_loc, p_glob, idx, w, mode):
     return attn.transpose(-1, -2) if mode == "transposed" else attn
 
 
+def _gather_by(x, gm, order_of):
+    """03.q3 with the order of the global positions taken from ``order_of(gm)`` (B, T)."""
+    B, H, T, D = x.shape
+    counts = gm.sum(1)
+    G = int(counts.max())
+    idx = order_of(gm)[:, :G]                                         # (B, G)
+    valid = torch.arange(G)[None, :] < counts[:, None]
+    return x.gather(2, idx[:, None, :, None].expand(B, H, G, D)), valid
+
+
+def _scatter_map_looped(p_loc, p_glob, idx, w):
+    """Right numbers, but a Python loop over every query and slot (what 03.q5 forbids)."""
+    B, H, T, R = p_loc.shape
+    attn = torch.zeros(B, H, T, T)
+    for i in range(T):
+        for r in range(R):
+            if 0 <= i - w + r < T:
+                attn[:, :, i, i - w + r] += p_loc[:, :, i, r]
+    return attn.scatter_add(3, idx[:, None, None, :].expand(B, H, T, idx.shape[1]), p_glob)
+
+
+def _local_looped(q, k, v, w):
+    """Right numbers, one query at a time (what 03.q2 forbids)."""
+    out = torch.zeros_like(q)
+    T = q.shape[2]
+    for i in range(T):
+        lo, hi = max(0, i - w), min(T, i + w + 1)
+        s = q[:, :, i:i + 1] @ k[:, :, lo:hi].transpose(-1, -2) / q.shape[-1] ** 0.5    # (B, H, 1, n)
+        out[:, :, i:i + 1] = torch.softmax(s, -1) @ v[:, :, lo:hi]
+    return out
+
+
 def _blocked(q, k, v, w, gm, b, full_blocks_only=False, **flags):
     out = _unfold_hybrid(q, k, v, w, gm, **flags)
     if full_blocks_only:                         # forgot the last, partial block
@@ -366,7 +446,8 @@ WRONG = {
     "00.q2": {"ignores the edges": lambda T, w: T * (2 * w + 1),
               "closed form without clamping w": lambda T, w: T * (2 * w + 1) - w * (w + 1),
               "float count": lambda T, w: float(_count_local(T, w)),
-              "edges counted once": lambda T, w: T * (2 * w + 1) - w * w},
+              "edges counted once": lambda T, w: T * (2 * w + 1) - w * w,
+              "a 0-d tensor": lambda T, w: _local(T, w).sum()},
     "01.q1": {"global rows read only their window": lambda T, w, gm: _mixed(T, w, gm, rows=False),
               "global keys not read by everyone": lambda T, w, gm: _mixed(T, w, gm, cols=False),
               "off-by-one window": lambda T, w, gm: _mixed(T, w, gm, off=-1),
@@ -379,7 +460,8 @@ WRONG = {
     "01.q3": {"NaN on empty rows": lambda s, a: _softmax(s, a, "nan"),
               "-1e9 instead of -inf": lambda s, a: _softmax(s, a, "big_negative"),
               "mask after the softmax": lambda s, a: _softmax(s, a, "post_mask"),
-              "exp without the max": lambda s, a: _softmax(s, a, "naive_exp")},
+              "exp without the max": lambda s, a: _softmax(s, a, "naive_exp"),
+              "-1e9 fill, empty rows zeroed (breaks in float16)": lambda s, a: _softmax(s, a, "big_negative_zeroed")},
     "01.q4": {"missing 1/sqrt(Dh)": lambda *a: _dense(*a, scale=False),
               "padding ignored": lambda *a: _dense(*a, pad=False),
               "-1e9 on fully padded rows": lambda *a: _dense(*a, softmax="big_negative"),
@@ -397,20 +479,24 @@ WRONG = {
     "02.q3": {mode: (lambda m: lambda i, T, w, g: _causal_keys(i, T, w, g, m))(mode) for mode in
               ("not_causal", "global_row_reads_future", "reads_future_globals", "off_by_one")},
     "03.q1": {mode: (lambda m: lambda T, w: _edge(T, w, m))(mode) for mode in ("all_true", "le_T", "gt_0", "short")},
-    "03.q2": {"unmasked zero-padded edges": lambda q, k, v, w: _unfold_hybrid(q, k, v, w, edge=False),
-              "missing 1/sqrt(Dh)": lambda q, k, v, w: _unfold_hybrid(q, k, v, w, scale=False),
-              "window one too small": lambda q, k, v, w: _unfold_hybrid(q, k, v, max(w - 1, 0))},
     "03.q3": {"every slot valid": lambda x, gm: (solved("03.q3")[0](x, gm)[0], torch.ones(gm.shape[0], int(gm.sum(1).max()), dtype=torch.bool)),
               "globals of the whole batch": lambda x, gm: (x[:, :, gm.any(0)], gm[:, gm.any(0)]),
               "first sequence's globals for all": lambda x, gm: solved("03.q3")[0](x, gm[:1].expand_as(gm)),
-              "only x_g returned": lambda x, gm: solved("03.q3")[0](x, gm)[0]},
+              "only x_g returned": lambda x, gm: solved("03.q3")[0](x, gm)[0],
+              "unstable argsort": lambda x, gm: _gather_by(x, gm, lambda m: torch.argsort((~m).int(), dim=1)),
+              "topk of the mask": lambda x, gm: _gather_by(x, gm, lambda m: torch.topk(m.int(), m.shape[1], dim=1).indices)},
     "03.q4": {"global key in the window counted twice": lambda *a: _unfold_hybrid(*a, dedup=False),
               "global rows read only their window": lambda *a: _unfold_hybrid(*a, rows=False),
               "padded global slots scored": lambda *a: _unfold_hybrid(*a, valid_mask=False),
               "unmasked zero-padded edges": lambda *a: _unfold_hybrid(*a, edge=False),
               "missing 1/sqrt(Dh)": lambda *a: _unfold_hybrid(*a, scale=False)},
-    "03.q5": {mode: (lambda m: lambda *a: _scatter_map(*a, m))(mode) for mode in
-              ("scatter", "no_globals", "offset", "transposed")},
+    "03.q5": {**{mode: (lambda m: lambda *a: _scatter_map(*a, m))(mode) for mode in
+                 ("scatter", "no_globals", "offset", "transposed")},
+              "a Python loop over i and r": lambda *a: _scatter_map_looped(*a)},
+    "03.q2": {"unmasked zero-padded edges": lambda q, k, v, w: _unfold_hybrid(q, k, v, w, edge=False),
+              "missing 1/sqrt(Dh)": lambda q, k, v, w: _unfold_hybrid(q, k, v, w, scale=False),
+              "window one too small": lambda q, k, v, w: _unfold_hybrid(q, k, v, max(w - 1, 0)),
+              "a Python loop over the queries": lambda q, k, v, w: _local_looped(q, k, v, w)},
     "04.q1": {"inclusive stop": lambda n, b, w, T: (max(0, n * b - w), min(T, n * b + b + w) - 1),
               "not clipped": lambda n, b, w, T: (n * b - w, n * b + b + w),
               "span starts at the block": lambda n, b, w, T: (n * b, min(T, n * b + b + 2 * w)),
@@ -460,16 +546,30 @@ def test_classic_wrong_answer_is_incorrect(qid, label):
 
 
 # --------------------------------------------------------------------------- the notebooks
+def _committed(root: Path, relpath: str):
+    """The notebook at ``relpath`` as committed (git HEAD), not as a learner's answers left it on disk."""
+    import subprocess
+    import nbformat
+    try:
+        text = subprocess.run(["git", "-C", str(root), "show", f"HEAD:{relpath}"], check=True,
+                              capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout (or the notebook is not committed): nothing committed to compare with")
+    return nbformat.reads(text, as_version=4)
+
+
 @pytest.mark.parametrize("module", exercises.MODULES)
 def test_notebooks_match_the_question_data(module):
-    """exercises/ and solutions/ are written from the question data: no drift, stored checks all correct."""
-    import nbformat
-    from pathlib import Path
+    """exercises/ and solutions/ are written from the question data: no drift, stored checks all correct.
+
+    Compares the *committed* notebooks (git HEAD), so a learner who writes answers into exercises/
+    never makes this test fail; outside a git checkout it is skipped.
+    """
     from tutor.exercises.authoring import build_notebook
     root = Path(__file__).resolve().parents[1]
     name = importlib.import_module(f"tutor.exercises.{module}").NOTEBOOK
     for folder, solved_ in (("exercises", False), ("solutions", True)):
-        stored = nbformat.read(root / folder / f"{name}.ipynb", as_version=4)
+        stored = _committed(root, f"{folder}/{name}.ipynb")
         built = build_notebook(module, solved_)
         assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in built.cells]
         assert "device = tutor.notebook.setup()" in stored.cells[1].source

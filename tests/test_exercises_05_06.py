@@ -1,7 +1,8 @@
 """Checkers of notebooks 05 (pattern zoo) and 06 (training) tested like the others: the reference
 and the stored solution pass, a placeholder is "not attempted", classic wrong answers are
 "incorrect" with a message naming the case; 06.q3 is judged by behaviour, so every mask that lets
-[CLS] see the marker within the budget passes and the others fail with a reason."""
+every position (the marker could be anywhere) reach [CLS] within the budget passes and the others
+fail with a reason."""
 from __future__ import annotations
 
 import math
@@ -108,6 +109,10 @@ def _reach(T, w, gm, L, mode):
     return reached
 
 
+def _marker_global(tokens, window, n_layers):
+    return (tokens >= 1) & (tokens <= 2)                                   # the marker itself (2 classes)
+
+
 def _one_hot(tokens, pos):
     gm = torch.zeros(tokens.shape, dtype=torch.bool)
     gm[:, pos] = True
@@ -142,7 +147,8 @@ WRONG = {
               "position 1 instead of [CLS]": lambda tok, w, L: _one_hot(tok, 1),
               "every token global": lambda tok, w, L: torch.ones(tok.shape, dtype=torch.bool),
               "only class-1 markers global": lambda tok, w, L: tok == 1,
-              "an int mask": lambda tok, w, L: _one_hot(tok, 0).long()},
+              "an int mask": lambda tok, w, L: _one_hot(tok, 0).long(),
+              "the marker made global (peeking)": lambda tok, w, L: _marker_global(tok, w, L)},
 }
 
 
@@ -167,14 +173,14 @@ def test_wrong_answer_messages_are_specific():
 
 
 # --------------------------------------------------------------------------- 06.q3 judged by behaviour
-def _marker_global(tokens, window, num_layers):
-    return (tokens >= 1) & (tokens <= 2)                                   # the marker itself (2 classes)
+def test_peeking_at_the_marker_is_named():
+    msg = check("06.q3", _marker_global).message
+    assert "does not know where the marker is" in msg and "every position reach [CLS]" in msg
 
 
 def test_other_good_choices_pass():
-    assert check("06.q3", _marker_global).status == "correct"
     q = exercises.question("06.q3")
-    two_layers = [c for c in q._cases if c.values["num_layers"] == 2]
+    two_layers = [c for c in q._cases if c.values["n_layers"] == 2]
     assert two_layers
     for case in two_layers:                                                # any single hub works with 2 layers
         tokens = case.tensors()["tokens"]
@@ -183,7 +189,7 @@ def test_other_good_choices_pass():
 
 
 def test_a_marker_inside_the_window_needs_no_global():
-    case = Case("near", {"tokens": _batch(40, 4, 3, 5, 0), "window": 40, "num_layers": 1,
+    case = Case("near", {"tokens": _batch(40, 4, 3, 5, 0), "window": 40, "n_layers": 1,
                          "marker_pos": _batch(40, 4, 3, 5, 2)})
     tokens = case.tensors()["tokens"]
     assert compare_global_choice(torch.zeros(tokens.shape, dtype=torch.bool), _one_hot(tokens, 0), case) is None
@@ -198,3 +204,11 @@ def test_checks_use_fresh_seeded_batches():
     assert a is not b and torch.equal(a, b)
     pos = q._cases[0].tensors()["marker_pos"]
     assert bool(((a[torch.arange(len(pos)), pos] >= 1) & (a[torch.arange(len(pos)), pos] <= 2)).all())
+
+
+def test_random_blocks_are_shown_in_the_case():
+    for qid in ("05.q2", "05.q3"):
+        labels = [c.label for c in exercises.question(qid)._cases]
+        assert all("random_blocks=[[" in label for label in labels if "no random block" not in label)
+    label = exercises.question("05.q2")._cases[1].label
+    assert "global_mask=True at [[0], [5, 17]]" in label

@@ -18,13 +18,13 @@ from tutor.training import (CLS, History, MarkerTask, Result, Setting, TinyEncod
                             make_dataset, receptive_field, train_model)
 from tutor.viz.training import moving_average, plot_cls_attention, plot_learning_curves  # noqa: E402
 
-TASK = MarkerTask(seq_len=32, num_classes=3, num_noise=5, min_distance=12)
+TASK = MarkerTask(T=32, num_classes=3, num_noise=5, min_distance=12)
 
 
-def _model(window=2, global_positions=(), impl="hybrid", num_layers=2, task=TASK, seed=0):
+def _model(window=2, global_positions=(), impl="hybrid", n_layers=2, task=TASK, seed=0):
     torch.manual_seed(seed)
-    return TinyEncoder(task.vocab_size, task.num_classes, task.seq_len, dim=16, num_heads=2,
-                       num_layers=num_layers, window=window, impl=impl, global_positions=global_positions)
+    return TinyEncoder(task.vocab_size, task.num_classes, task.T, dim=16, num_heads=2,
+                       n_layers=n_layers, window=window, impl=impl, global_positions=global_positions)
 
 
 # ---------------------------------------------------------------- the task
@@ -36,7 +36,7 @@ def test_batch_has_cls_one_far_marker_and_label_equal_to_its_identity():
     is_marker = (tokens >= 1) & (tokens <= TASK.num_classes)                  # (B, T)
     assert (is_marker.sum(1) == 1).all(), "exactly one marker per sequence"
     assert torch.equal(is_marker.float().argmax(1), pos)
-    assert ((pos >= TASK.min_distance) & (pos < TASK.seq_len)).all()
+    assert ((pos >= TASK.min_distance) & (pos < TASK.T)).all()
     assert torch.equal(tokens[torch.arange(200), pos], labels + 1)
     assert tokens.max() < TASK.vocab_size and tokens[:, 1:].min() >= 1
     assert set(labels.tolist()) == {0, 1, 2}, "every class occurs"
@@ -62,12 +62,12 @@ def test_contrast_set_groups_differ_only_in_the_marker():
     assert evaluate(_model(window=2).eval(), tokens, labels) == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize("kwargs", [dict(seq_len=0), dict(num_classes=1), dict(min_distance=32),
+@pytest.mark.parametrize("kwargs", [dict(T=0), dict(num_classes=1), dict(min_distance=32),
                                     dict(num_noise=2.5)])
 def test_task_rejects_bad_parameters_by_name(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name):
-        MarkerTask(**{**dict(seq_len=32, min_distance=8), **kwargs})
+        MarkerTask(**{**dict(T=32, min_distance=8), **kwargs})
     with pytest.raises(ValueError, match="batch_size"):
         make_batch(TASK, 0, torch.Generator())
 
@@ -124,7 +124,7 @@ def test_a_window_alone_cannot_see_past_the_receptive_field_but_a_global_cls_can
     near, far = tokens.clone(), tokens.clone()
     near[:, reach] = TASK.vocab_size - 1 if near[0, reach] != TASK.vocab_size - 1 else TASK.vocab_size - 2
     far[:, reach + 1:] = torch.flip(far[:, reach + 1:], dims=[1])           # shuffle everything beyond L*w
-    local, hybrid = _model(w, num_layers=L).eval(), _model(w, (CLS,), num_layers=L).eval()
+    local, hybrid = _model(w, n_layers=L).eval(), _model(w, (CLS,), n_layers=L).eval()
     with torch.no_grad():
         assert torch.equal(local(far), local(tokens)), "tokens beyond L*w reached [CLS] without globals"
         assert not torch.allclose(local(near), local(tokens)), "token L*w should still reach [CLS]"
@@ -177,9 +177,9 @@ def test_evaluate_counts_correct_predictions():
 
 
 def test_compare_settings_and_table_format():
-    task = MarkerTask(seq_len=16, num_noise=4, min_distance=6)
+    task = MarkerTask(T=16, num_noise=4, min_distance=6)
     res = compare_settings(task, default_settings(2, 16), steps=2, batch_size=4, eval_size=10,
-                           progress=False, dim=8, num_heads=1, num_layers=1)
+                           progress=False, dim=8, num_heads=1, n_layers=1)
     assert list(res) == ["local-only", "local + global", "dense"]
     assert all(isinstance(r, Result) and len(r.history.loss) == 2 for r in res.values())
     lines = format_table(res).splitlines()

@@ -192,7 +192,7 @@ def test_pattern_explorer_extremes(window, globals_text, pairs):
 def test_attention_explorer_row_is_the_layers_row():
     a = attention_explorer()
     assert isinstance(a, AttentionExplorer)
-    T, g = a.seq_len, (0,)
+    T, g = a.T, (0,)
     torch.manual_seed(a.seed)
     layer = HybridSparseAttention(a.dim, a.num_heads, 2).eval()
     _, ref = layer(torch.randn(1, T, a.dim), global_mask=global_flags(T, g), return_weights=True)

@@ -9,10 +9,25 @@ sitting inside other tokens' windows, different numbers of global tokens per seq
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A value built at check time whose case label shows it: ``describe(value)`` gives the words."""
+    build: Callable[[], Any]
+    describe: Callable[[Any], str] = lambda value: repr(value.tolist())
+
+    def __call__(self):
+        return self.build()
+
+
+def positions_per_row(mask: Tensor) -> str:
+    """``"True at [[0], [5, 17]]"``: the True positions of each row of a (B, T) bool mask."""
+    return "True at " + repr([row.nonzero().flatten().tolist() for row in mask])
 
 
 @dataclass(frozen=True)
@@ -23,7 +38,8 @@ class Case:
 
     @property
     def label(self) -> str:
-        shown = [f"{k}={v!r}" for k, v in self.values.items() if isinstance(v, (int, float, list, tuple))]
+        shown = [f"{k}={v.describe(v())}" if isinstance(v, Shown) else f"{k}={v!r}"
+                 for k, v in self.values.items() if isinstance(v, (int, float, list, tuple, Shown))]
         return f"'{self.name}' ({', '.join(shown)})" if shown else f"'{self.name}'"
 
     def tensors(self) -> Dict[str, Any]:
@@ -97,8 +113,8 @@ class AttnCase:
             notes.append("a global token")
         if self.pad and self.pad[b] and i >= self.T - self.pad[b]:
             notes.append("padding")
-        if i < self.window or i >= self.T - self.window:
-            notes.append("near an edge")
+        if self.T > 2 * self.window and (i < self.window or i >= self.T - self.window):
+            notes.append("near an edge")           # its window is cut short (and some rows' are not)
         where = f"query {i} of sequence {b}" if self.B > 1 else f"query {i}"
         return where + (f" ({', '.join(notes)})" if notes else "")
 

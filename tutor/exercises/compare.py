@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 
 ATOL, RTOL = 1e-5, 1e-4
+#: looser (rtol, atol) for half-precision answers: their own rounding is about 1e-3 (torch.testing's)
+HALF_TOLERANCES = {torch.float16: (1e-3, 1e-5), torch.bfloat16: (1.6e-2, 1e-5)}
 
 
 def _type_name(x) -> str:
@@ -45,7 +47,8 @@ def tensor_problem(got, expected: Tensor, what: str = "your result") -> Optional
 def _mismatch(got: Tensor, expected: Tensor) -> Tensor:
     """Bool tensor, True where got and expected disagree (exactly for bool/int, closely for float)."""
     if got.is_floating_point():
-        return ~torch.isclose(got.detach(), expected, rtol=RTOL, atol=ATOL)
+        rtol, atol = HALF_TOLERANCES.get(expected.dtype, (RTOL, ATOL))
+        return ~torch.isclose(got.detach(), expected, rtol=rtol, atol=atol)
     return got != expected
 
 
@@ -56,6 +59,15 @@ def _largest_difference(got: Tensor, expected: Tensor) -> str:
     return f" (largest difference {diff:.2g})"
 
 
+def _real_rows(case, shape) -> Tensor:
+    """(B, T) bool: the query rows of ``case`` that are not padding (all of them without a padding mask)."""
+    pad = getattr(case, "key_padding_mask", None)
+    pad = pad() if callable(pad) else None
+    if isinstance(pad, Tensor) and tuple(pad.shape) == tuple(shape):
+        return ~pad
+    return torch.ones(shape, dtype=torch.bool)
+
+
 def compare_attention(got, expected: Tensor, case) -> Optional[str]:
     """Attention outputs (B, H, T, D): name the query rows that differ."""
     problem = tensor_problem(got, expected)
@@ -64,6 +76,11 @@ def compare_attention(got, expected: Tensor, case) -> Optional[str]:
     bad = _mismatch(got, expected).flatten(3).any(-1).any(1)           # (B, T) rows that differ
     if not bool(bad.any()):
         return None
+    real = _real_rows(case, bad.shape)                                  # (B, T) rows that are not padding
+    if bool(bad[real].all()) and int(real.sum()) > 1:
+        return (f"every output row differs{_largest_difference(got, expected)}, not just some queries: "
+                f"look for a mistake that touches every row, such as the scale 1/sqrt(Dh) of the "
+                f"scores or the axis of the softmax.")
     b, i = torch.nonzero(bad)[0].tolist()
     rows = [f"sequence {s}: queries {torch.nonzero(bad[s]).flatten().tolist()}"
             for s in range(bad.shape[0]) if bool(bad[s].any())]
@@ -114,11 +131,17 @@ def as_int(got) -> Optional[int]:
 
 
 def compare_int(got, expected: int, case) -> Optional[str]:
-    """A whole number; floats are refused with a kind word."""
+    """A plain Python int (numpy ints too); floats and tensors are refused with a kind word.
+
+    The message never repeats the value given: a float that holds the right count would give it away.
+    """
+    if isinstance(got, Tensor):
+        return (f"you returned a {got.dim()}-d torch.Tensor; the question asks for a plain int: "
+                f"`int(x)` or `x.item()` turns a one-element tensor into one.")
     value = as_int(got)
     if value is None:
         if isinstance(got, float):
-            return f"you returned the float {got!r}; a count is a whole number, so return an int."
+            return "you returned a float; a count is a whole number, so return an int."
         return f"you returned a {_type_name(got)}; it should be an int."
     if value != expected:
         return f"{value} is not the right count."

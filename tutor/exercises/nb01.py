@@ -1,7 +1,7 @@
 """Exercises for notebook 01, dense masked attention: the mixed mask, counting, a safe softmax."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -41,10 +41,11 @@ def dense_masked_attention_reference(q, k, v, window, global_mask, key_padding_m
     return dense_attention(q, k, v, window, global_mask, key_padding_mask)
 
 
-def _softmax_inputs(seed: int, B: int, H: int, T: int, spread: float, heads_share: bool):
+def _softmax_inputs(seed: int, B: int, H: int, T: int, spread: float, heads_share: bool,
+                    dtype: torch.dtype = torch.float32):
     def scores():
         g = torch.Generator().manual_seed(seed)
-        return torch.randn(B, H, T, T, generator=g) * spread                # (B, H, T, T)
+        return (torch.randn(B, H, T, T, generator=g) * spread).to(dtype)    # (B, H, T, T)
 
     def allowed():
         g = torch.Generator().manual_seed(seed + 1)
@@ -52,6 +53,22 @@ def _softmax_inputs(seed: int, B: int, H: int, T: int, spread: float, heads_shar
         ok[..., 1, :] = False                                               # a row with no allowed key
         return ok
     return {"scores": scores, "allowed": allowed}
+
+
+def compare_probabilities(got, expected: Tensor, case) -> Optional[str]:
+    """Masked-softmax probabilities; a NaN is traced to its cause: an empty row, or an overflow."""
+    if isinstance(got, Tensor) and got.shape == expected.shape and got.is_floating_point() \
+            and bool(torch.isnan(got).any()):
+        index = torch.nonzero(torch.isnan(got))[0].tolist()
+        allowed = case.tensors()["allowed"].expand(expected.shape)          # (B, H, T, T)
+        if bool(allowed[tuple(index[:-1])].any()):
+            return (f"your result contains NaN (first at index {index}) in a row that HAS allowed keys: "
+                    f"a large score overflowed. exp(x) is inf beyond x = 88 in float32 (x = 11 in "
+                    f"float16) and inf / inf is NaN: subtract the row's largest allowed score before exp "
+                    f"(torch.softmax does that for you).")
+        return (f"your result contains NaN (first at index {index}) in query row {index[-2]}, which has "
+                f"no allowed key: a softmax over nothing but -inf is 0/0. That row should be all zeros.")
+    return compare_pairs(got, expected, case)
 
 
 class MixedMask(FunctionProblem):
@@ -143,14 +160,16 @@ only uses entries where the bool tensor `allowed` is True (it broadcasts against
     _congrats = "No NaN, no probability on a forbidden key, and it works in float16 too."
     _reference = masked_softmax
     _args = ("scores", "allowed")
-    _compare = compare_pairs
+    _compare = compare_probabilities
     _forbidden = ("tutor.attention.softmax.masked_softmax",)
     _cases = (Case("one mask for all heads: scores (2, 2, 6, 6), allowed (2, 1, 6, 6)",
                    _softmax_inputs(21, 2, 2, 6, 1.0, True)),
               Case("a mask per head: scores (1, 3, 5, 5), allowed (1, 3, 5, 5)",
                    _softmax_inputs(22, 1, 3, 5, 1.0, False)),
               Case("large scores: scores (1, 2, 7, 7) of size ~100, allowed (1, 1, 7, 7)",
-                   _softmax_inputs(23, 1, 2, 7, 60.0, True)))
+                   _softmax_inputs(23, 1, 2, 7, 60.0, True)),
+              Case("float16 scores (2, 2, 6, 6) of size ~10, allowed (2, 1, 6, 6)",
+                   _softmax_inputs(24, 2, 2, 6, 6.0, True, torch.float16)))
 
 
 class DenseMaskedAttention(FunctionProblem):

@@ -12,6 +12,7 @@ from ..attention.global_tokens import gather_tokens, global_index
 from ..attention.unfold import local_allowed, unfold_windows
 from .cases import HYBRID_CASES, LOCAL_CASES, AttnCase
 from .compare import compare_attention, compare_pairs, compare_tensor, compare_windows
+from .loops import loop_over_T
 from .problem import FunctionProblem
 
 NUMBER = "03"
@@ -22,7 +23,14 @@ key `i - w + r`. Near the edges some slots fall outside the sequence and hold pa
 must be *masked*, not scored. Global keys join as extra columns, gathered per sequence."""
 
 _GLOBAL_CASES = HYBRID_CASES[1:] + (
-    AttnCase("no global token in any sequence", T=6, window=1, globals_=((), ()), seed=31),)
+    AttnCase("no global token in any sequence", T=6, window=1, globals_=((), ()), seed=31),
+    # long enough that an unstable sort (argsort, topk, sort without stable=True) shows its order
+    AttnCase("four global tokens in a long sequence", T=40, window=2,
+             globals_=((3, 17, 30, 39), (0, 1, 38, 39)), seed=32),
+    AttnCase("many ties: every other token global", T=48, window=1,
+             globals_=(tuple(range(0, 48, 2)), tuple(range(1, 48, 3)), (5,)), seed=33),
+    AttnCase("global tokens spread over T = 64", T=64, window=3,
+             globals_=((1, 2, 3, 5, 8, 13, 21, 34, 55),), seed=34))
 
 
 def window_edge_mask_reference(T: int, window: int) -> Tensor:
@@ -85,6 +93,19 @@ def _map_inputs(case: AttnCase):
     return {"p_loc": p_loc, "p_glob": p_glob, "global_idx": idx, "window": case.window}
 
 
+class NoLoopOverT(FunctionProblem):
+    """A question whose prompt forbids a Python loop over T: a right answer must also run as many
+    of its own lines at T = 16 as at T = 32 (see :mod:`.loops`)."""
+    _probe = dict(window=2, globals_=((1,),), seed=40)
+
+    def _check(self, fn):
+        result = super()._check(fn)
+        if result.status != "correct":
+            return result
+        problem = loop_over_T(fn, lambda T: tuple(self._arguments(AttnCase("loop probe", T=T, **self._probe)).values()))
+        return self._result("incorrect", problem) if problem else result
+
+
 class WindowEdgeMask(FunctionProblem):
     id, title, _name = "03.q1", "Which window slots are real", "window_edge_mask"
     _prompt = """After padding K with `w` zeros on each side and unfolding, slot `r` of query `i`
@@ -112,12 +133,13 @@ tensor, True where that key is a real position (`0 <= i - w + r < T`) and False 
         ("a small window", 6, 1), ("window 0", 5, 0), ("window >= T", 4, 5), ("a wider window", 9, 3)))
 
 
-class UnfoldLocalAttention(FunctionProblem):
+class UnfoldLocalAttention(NoLoopOverT):
     id, title, _name = "03.q2", "Local attention with unfold", "unfold_local_attention"
     _prompt = """Write `unfold_local_attention(q, k, v, window)`: sliding-window attention only (no
 global token), vectorized with windows. `q, k, v` are `(B, H, T, Dh)`; return `(B, H, T, Dh)`.
 Use `tutor.attention.unfold.unfold_windows(x, window)` (`(B, H, T, Dh)` → `(B, H, T, 2w+1, Dh)`,
-zero-padded) and `tutor.attention.softmax.masked_softmax(scores, allowed)`; mask the edge slots."""
+zero-padded) and `tutor.attention.softmax.masked_softmax(scores, allowed)`; mask the edge slots.
+No Python loop over T (the check runs your function at two lengths and counts its lines)."""
     _stub = '''from tutor.attention.unfold import unfold_windows
 from tutor.attention.softmax import masked_softmax
 
@@ -142,12 +164,14 @@ def unfold_local_attention(q, k, v, window):
               "part in the softmax. Your `window_edge_mask` from question 1 is the mask.",
               "Weighted sum of the window values: `torch.einsum('bhtr,bhtrd->bhtd', p, v_win)`. "
               "And remember the 1 / sqrt(Dh).")
-    _congrats = "Same numbers as the loop, no Python loop, at the price of a (2w+1)-times larger K."
+    _congrats = ("Same numbers as the loop, no Python loop over T (checked at T = 16 and 32), at the price "
+                 "of a (2w+1)-times larger K.")
     _reference = unfold_local_attention_reference
     _args = ("q", "k", "v", "window")
     _compare = compare_attention
     _no_attention = True
     _cases = LOCAL_CASES
+    _probe = dict(window=2, seed=40)
 
 
 class GatherGlobals(FunctionProblem):
@@ -234,13 +258,14 @@ the window **only once** (mask its window slot). Global rows read every key: rec
     _cases = HYBRID_CASES
 
 
-class ScatterAttentionMap(FunctionProblem):
+class ScatterAttentionMap(NoLoopOverT):
     id, title, _name = "03.q5", "Rebuilding the attention map by scatter", "scatter_attention_map"
     _prompt = """To *plot* the weights of the unfold version we need them as a `(B, H, T, T)` map.
 Write `scatter_attention_map(p_loc, p_glob, global_idx, window)`: `p_loc` `(B, H, T, 2w+1)` holds
 the window probabilities (0 on masked slots), `p_glob` `(B, H, T, G)` the global columns (0 on
 invalid slots), `global_idx` `(B, G)` long the key position of each global column (0 where
-invalid). Slot `r` of row `i` belongs to column `i - w + r`. No Python loop over T: use `scatter_add`."""
+invalid). Slot `r` of row `i` belongs to column `i - w + r`. No Python loop over T: use `scatter_add`
+(the check runs your function at two lengths and counts its lines)."""
     _stub = '''def scatter_attention_map(p_loc, p_glob, global_idx, window):
     """(B, H, T, T) map: window slots and global columns scattered to their key columns."""
     raise NotImplementedError  # replace with your code
@@ -261,7 +286,8 @@ invalid). Slot `r` of row `i` belongs to column `i - w + r`. No Python loop over
               "all point at column 0: `scatter` would overwrite, `scatter_add` adds their zeros harmlessly.",
               "`attn.scatter_add(3, cols.expand(B, H, T, R), p_loc)`, then the same with the global "
               "columns `global_idx[:, None, None, :].expand(B, H, T, G)`.")
-    _congrats = "Two scatters and no loop: that is how tutor rebuilds the map for the plots."
+    _congrats = ("Two scatters and no loop over T (checked at T = 16 and 32): that is how tutor rebuilds "
+                 "the map for the plots.")
     _reference = scatter_map_reference
     _args = ("p_loc", "p_glob", "global_idx", "window")
     _compare = compare_pairs

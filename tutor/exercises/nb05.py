@@ -10,7 +10,7 @@ from torch import Tensor
 from ..costs import count_allowed
 from ..masks import create_mask, generate_dilated_window, hybrid_mask
 from ..patterns import bigbird_random_table, generate_block_sparse, layout_from_table
-from .cases import Case
+from .cases import Case, Shown, positions_per_row
 from .compare import compare_int, compare_pairs
 from .problem import FunctionProblem
 
@@ -49,7 +49,7 @@ def count_bigbird_pairs_reference(T: int, window: int, global_positions: List[in
 
 def _table(T: int, block_size: int, r: int, seed: int):
     """A seeded BigBird table, built fresh at check time: (ceil(T / b), r) long."""
-    return lambda: bigbird_random_table(T, block_size, r, seed)
+    return Shown(lambda: bigbird_random_table(T, block_size, r, seed))
 
 
 def _globals(T: int, *rows):
@@ -58,7 +58,7 @@ def _globals(T: int, *rows):
         for b, positions in enumerate(rows):
             gm[b, list(positions)] = True
         return gm
-    return build
+    return Shown(build, positions_per_row)
 
 
 class DilatedMask(FunctionProblem):

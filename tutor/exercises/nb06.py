@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..masks import hybrid_mask
 from ..training import MarkerTask, make_batch, receptive_field
-from .cases import Case
+from .cases import Case, Shown, positions_per_row
 from .compare import compare_int, compare_tensor, tensor_problem
 from .problem import FunctionProblem
 
@@ -31,8 +31,8 @@ def layers_needed_reference(p: int, q: int, window: int) -> int:
     return layers
 
 
-def cls_influence_reference(T: int, window: int, global_mask: Tensor, num_layers: int) -> Tensor:
-    """(B, T) bool: the tokens whose value can reach position 0's output within ``num_layers`` layers.
+def cls_influence_reference(T: int, window: int, global_mask: Tensor, n_layers: int) -> Tensor:
+    """(B, T) bool: the tokens whose value can reach position 0's output within ``n_layers`` layers.
 
     One layer lets query i read key j when ``hybrid_mask`` allows (i, j); the reached set grows
     by every key that a reached query may read.
@@ -40,12 +40,12 @@ def cls_influence_reference(T: int, window: int, global_mask: Tensor, num_layers
     allowed = hybrid_mask(T, window, global_mask)                          # (B, T, T)
     reached = torch.zeros(global_mask.shape, dtype=torch.bool)             # (B, T)
     reached[:, 0] = True                                                   # [CLS] sits at position 0
-    for _ in range(num_layers):
+    for _ in range(n_layers):
         reached = (reached[:, :, None] & allowed).any(dim=1)               # (B, T) keys read by reached queries
     return reached
 
 
-def choose_global_mask_reference(tokens: Tensor, window: int, num_layers: int) -> Tensor:
+def choose_global_mask_reference(tokens: Tensor, window: int, n_layers: int) -> Tensor:
     """One good choice: make [CLS] global, so it reads every token in the first layer. (B, T) bool."""
     mask = torch.zeros(tokens.shape, dtype=torch.bool)                     # (B, T)
     mask[:, 0] = True                                                      # [CLS] sits at position 0
@@ -64,7 +64,7 @@ def _globals(T: int, *rows):
         for b, positions in enumerate(rows):
             gm[b, list(positions)] = True
         return gm
-    return build
+    return Shown(build, positions_per_row)
 
 
 def compare_global_choice(got, expected: Tensor, case) -> Optional[str]:
@@ -78,7 +78,7 @@ def compare_global_choice(got, expected: Tensor, case) -> Optional[str]:
         return (f"sequence {s} has {int(counts[s])} global tokens; the budget is one per sequence "
                 f"(with every token global you would be back to dense attention).")
     values = case.tensors()
-    T, window, layers = values["tokens"].shape[1], values["window"], values["num_layers"]
+    T, window, layers = values["tokens"].shape[1], values["window"], values["n_layers"]
     seen = cls_influence_reference(T, window, got, layers)                 # (B, T)
     marker = values["marker_pos"]                                          # (B,)
     blind = ~seen[torch.arange(len(marker)), marker]                       # (B,)
@@ -88,6 +88,13 @@ def compare_global_choice(got, expected: Tensor, case) -> Optional[str]:
         return (f"in sequence {s} the marker at position {int(marker[s])} cannot reach [CLS] in {layers} "
                 f"layer(s) of window {window} with global tokens at {chosen}; "
                 f"{int(blind.sum())} of {len(marker)} sequences are blind.")
+    if not bool(seen.all()):                                               # the marker could be anywhere
+        s, p = torch.nonzero(~seen)[0].tolist()
+        chosen = torch.nonzero(got[s]).flatten().tolist()
+        return (f"in sequence {s} the token at position {p} cannot reach [CLS] in {layers} layer(s) of window "
+                f"{window} with global tokens at {chosen}. Your choice finds this batch's markers, but the "
+                f"model does not know where the marker is: on other inputs it can sit at position {p}. "
+                f"Choose global tokens that let every position reach [CLS].")
     return None
 
 
@@ -126,24 +133,24 @@ class ClsInfluence(FunctionProblem):
     id, title, _name = "06.q2", "Which tokens can reach [CLS]?", "cls_influence"
     _prompt = """In one layer, query `i` reads key `j` when the hybrid rule allows `(i, j)`
 (`tutor.masks.hybrid_mask(T, window, global_mask)`). Write `cls_influence(T, window, global_mask,
-num_layers)` returning a `(B, T)` bool tensor, True for the tokens whose value can reach the output at
-position 0 ([CLS]) within `num_layers` layers. Start from `{0}` and, layer by layer, add every key
+n_layers)` returning a `(B, T)` bool tensor, True for the tokens whose value can reach the output at
+position 0 ([CLS]) within `n_layers` layers. Start from `{0}` and, layer by layer, add every key
 that an already reached position may read. Every position reads itself (distance 0), so what was
 reached stays reached."""
     _stub = '''from tutor.masks import hybrid_mask
 
-def cls_influence(T, window, global_mask, num_layers):
-    """(B, T) bool: tokens that can influence position 0 within num_layers layers."""
+def cls_influence(T, window, global_mask, n_layers):
+    """(B, T) bool: tokens that can influence position 0 within n_layers layers."""
     raise NotImplementedError  # replace with your code
 '''
     _solution = '''from tutor.masks import hybrid_mask
 
-def cls_influence(T, window, global_mask, num_layers):
-    """(B, T) bool: tokens that can influence position 0 within num_layers layers."""
+def cls_influence(T, window, global_mask, n_layers):
+    """(B, T) bool: tokens that can influence position 0 within n_layers layers."""
     allowed = hybrid_mask(T, window, global_mask)             # (B, T, T) query i reads key j
     reached = torch.zeros(global_mask.shape, dtype=torch.bool)
     reached[:, 0] = True                                      # [CLS] itself
-    for _ in range(num_layers):
+    for _ in range(n_layers):
         # key j is reached if some reached query i may read it
         reached = (reached[:, :, None] & allowed).any(dim=1)  # (B, T)
     return reached
@@ -151,39 +158,40 @@ def cls_influence(T, window, global_mask, num_layers):
     _hints = ("Keep a `(B, T)` bool vector of reached positions, True only at 0 to begin with.",
               "One layer: key `j` becomes reached when some reached query `i` has `allowed[b, i, j]`. "
               "With broadcasting: `(reached[:, :, None] & allowed).any(dim=1)`.",
-              "Repeat it `num_layers` times. A global key is read by every query, and a global query "
+              "Repeat it `n_layers` times. A global key is read by every query, and a global query "
               "reads every key: with one global token, two layers reach everything.")
     _congrats = "With [CLS] global, one layer reaches every token; any other single global token needs two."
     _reference = cls_influence_reference
-    _args = ("T", "window", "global_mask", "num_layers")
+    _args = ("T", "window", "global_mask", "n_layers")
     _compare = compare_tensor
-    _cases = (Case("no global token", {"T": 24, "window": 3, "global_mask": _globals(24, ()), "num_layers": 2}),
+    _cases = (Case("no global token", {"T": 24, "window": 3, "global_mask": _globals(24, ()), "n_layers": 2}),
               Case("[CLS] global, one layer", {"T": 24, "window": 2, "global_mask": _globals(24, (0,)),
-                                               "num_layers": 1}),
+                                               "n_layers": 1}),
               Case("a global token in the middle, one layer", {"T": 30, "window": 2,
-                                                               "global_mask": _globals(30, (15,)), "num_layers": 1}),
+                                                               "global_mask": _globals(30, (15,)), "n_layers": 1}),
               Case("a global token in the middle, two layers", {"T": 30, "window": 2,
-                                                                "global_mask": _globals(30, (15,)), "num_layers": 2}),
+                                                                "global_mask": _globals(30, (15,)), "n_layers": 2}),
               Case("different globals per sequence", {"T": 20, "window": 1, "global_mask": _globals(20, (), (9,), (0,)),
-                                                      "num_layers": 3}),
-              Case("window 0", {"T": 10, "window": 0, "global_mask": _globals(10, (6,)), "num_layers": 1}),
-              Case("zero layers", {"T": 8, "window": 2, "global_mask": _globals(8, (3,)), "num_layers": 0}))
+                                                      "n_layers": 3}),
+              Case("window 0", {"T": 10, "window": 0, "global_mask": _globals(10, (6,)), "n_layers": 1}),
+              Case("zero layers", {"T": 8, "window": 2, "global_mask": _globals(8, (3,)), "n_layers": 0}))
 
 
 class ChooseGlobalMask(FunctionProblem):
     id, title, _name = "06.q3", "Choose the global tokens", "choose_global_mask"
     _prompt = """`tokens` is a `(B, T)` long batch of the marker task (`tutor.training.make_batch`): [CLS]
 (token 0) at position 0, noise, and one marker (a token between 1 and the number of classes) at
-least `min_distance` positions away. A model with `num_layers` layers of window `window` reads its
-answer at position 0. Write `choose_global_mask(tokens, window, num_layers)` returning a `(B, T)` bool
+least `min_distance` positions away. A model with `n_layers` layers of window `window` reads its
+answer at position 0. Write `choose_global_mask(tokens, window, n_layers)` returning a `(B, T)` bool
 `global_mask` with **at most one** global token per sequence such that the marker can reach position 0
-in every sequence. The check runs your mask through the reachability of question 2 on fresh batches,
-with 1 and 2 layers: there is more than one good answer."""
-    _stub = '''def choose_global_mask(tokens, window, num_layers):
+in every sequence *wherever it lands*: the model does not know where the marker is, so every position
+must be able to reach position 0. The check runs your mask through the reachability of question 2
+on fresh batches, with 1 and 2 layers."""
+    _stub = '''def choose_global_mask(tokens, window, n_layers):
     """(B, T) bool: at most one global token per sequence; [CLS] must be able to see the marker."""
     raise NotImplementedError  # replace with your code
 '''
-    _solution = '''def choose_global_mask(tokens, window, num_layers):
+    _solution = '''def choose_global_mask(tokens, window, n_layers):
     """(B, T) bool: at most one global token per sequence; [CLS] must be able to see the marker."""
     global_mask = torch.zeros(tokens.shape, dtype=torch.bool)   # (B, T)
     global_mask[:, 0] = True        # a global [CLS] reads every token in the first layer
@@ -191,14 +199,15 @@ with 1 and 2 layers: there is more than one good answer."""
 '''
     _hints = ("Which positions must be connected? The marker (somewhere far) and position 0.",
               "A global token reads every key, and every query reads it. What if position 0 itself is global?",
-              "Making [CLS] global works with any number of layers. (Making the marker global works too, "
-              "but only because you peeked at the tokens; a real model does not know where the answer is.)")
-    _congrats = "This is why Longformer makes [CLS] global for classification: one token, a direct line to everything."
+              "Making [CLS] global works with any number of layers. (Making the marker global is peeking "
+              "at the answer: with one layer, the other positions could not reach [CLS].)")
+    _congrats = ("With one layer only a global [CLS] lets every position through: this is why Longformer makes "
+                 "[CLS] global for classification, one token with a direct line to everything.")
     _reference = choose_global_mask_reference
-    _args = ("tokens", "window", "num_layers")
+    _args = ("tokens", "window", "n_layers")
     _compare = compare_global_choice
     _cases = tuple(
-        Case(name, {"tokens": _batch(T, B, dist, seed, 0), "window": w, "num_layers": L, "T": T, "B": B,
+        Case(name, {"tokens": _batch(T, B, dist, seed, 0), "window": w, "n_layers": L, "T": T, "B": B,
                     "marker_pos": _batch(T, B, dist, seed, 2)})
         for name, T, B, dist, seed, w, L in (
             ("one layer, window 4", 64, 6, 16, 60, 4, 1),

@@ -21,10 +21,10 @@ class Setting:
     global_positions: Tuple[int, ...] = ()
 
 
-def default_settings(window: int, seq_len: int) -> List[Setting]:
+def default_settings(window: int, T: int) -> List[Setting]:
     """Local-only (window ``w``), local + global ([CLS] global), and dense (window = T)."""
     return [Setting("local-only", window), Setting("local + global", window, global_positions=(CLS,)),
-            Setting("dense", seq_len, impl="dense")]
+            Setting("dense", T, impl="dense")]
 
 
 @dataclass
@@ -51,7 +51,7 @@ def compare_settings(task: MarkerTask, settings: Sequence[Setting], *, steps: in
     for s in settings:
         with torch.random.fork_rng():                                             # init without side effects
             torch.manual_seed(seed)
-            model = TinyEncoder(task.vocab_size, task.num_classes, task.seq_len, window=s.window,
+            model = TinyEncoder(task.vocab_size, task.num_classes, task.T, window=s.window,
                                 impl=s.impl, global_positions=s.global_positions, **model_kwargs).to(device)
         hist = train_model(model, task, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                            progress=progress, desc=s.name)

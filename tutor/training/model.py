@@ -28,7 +28,7 @@ class Block(nn.Module):
 
 
 class TinyEncoder(nn.Module):
-    """Embeddings, ``num_layers`` blocks of sparse attention, a linear classifier on position 0.
+    """Embeddings, ``n_layers`` blocks of sparse attention, a linear classifier on position 0.
 
     ``global_positions``: positions made global in every sequence (``(0,)`` = the [CLS] token).
     ``forward(tokens (B, T), global_mask=None) -> logits (B, num_classes)``; an explicit
@@ -37,16 +37,16 @@ class TinyEncoder(nn.Module):
     """
 
     def __init__(self, vocab_size: int, num_classes: int, max_len: int, *, dim: int = 32,
-                 num_heads: int = 2, num_layers: int = 2, window: int = 4, impl: str = "hybrid",
+                 num_heads: int = 2, n_layers: int = 2, window: int = 4, impl: str = "hybrid",
                  global_positions: Sequence[int] = ()):
         super().__init__()
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
         if any(not 0 <= p < max_len for p in global_positions):
             raise ValueError(f"global_positions must lie in [0, max_len={max_len}), got {tuple(global_positions)}")
         self.max_len, self.global_positions = max_len, tuple(int(p) for p in global_positions)
         self.tok_emb, self.pos_emb = nn.Embedding(vocab_size, dim), nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList(Block(dim, num_heads, window, impl) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(Block(dim, num_heads, window, impl) for _ in range(n_layers))
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
 
     def default_global_mask(self, tokens: Tensor) -> Optional[Tensor]:

@@ -6,8 +6,8 @@ the marker; :func:`receptive_field` says how far local attention alone can carry
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Tuple
+from dataclasses import InitVar, dataclass
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -17,26 +17,29 @@ CLS = 0  # token id of [CLS]; markers are 1..C, noise C+1..C+num_noise
 
 @dataclass(frozen=True)
 class MarkerTask:
-    """Sequences of ``seq_len`` tokens; the label is which of ``num_classes`` markers appears.
+    """Sequences of ``T`` tokens; the label is which of ``num_classes`` markers appears.
 
-    The single marker sits at a uniformly random position in ``[min_distance, seq_len)``, so the
+    The single marker sits at a uniformly random position in ``[min_distance, T)``, so the
     answer is at least ``min_distance`` tokens away from ``[CLS]``, where it is read out.
     """
-    seq_len: int = 128
+    T: int = 128
     num_classes: int = 2
     num_noise: int = 16
     min_distance: int = 32
+    seq_len: InitVar[Optional[int]] = None      # the old name of T, still accepted as a keyword
 
-    def __post_init__(self):
-        for name in ("seq_len", "num_classes", "num_noise", "min_distance"):
+    def __post_init__(self, seq_len: Optional[int]):
+        if seq_len is not None:
+            object.__setattr__(self, "T", seq_len)
+        for name in ("T", "num_classes", "num_noise", "min_distance"):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name} must be a positive int, got {val!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
-        if not self.min_distance < self.seq_len:
-            raise ValueError(f"min_distance must be < seq_len, got min_distance={self.min_distance}, "
-                             f"seq_len={self.seq_len}")
+        if not self.min_distance < self.T:
+            raise ValueError(f"min_distance must be < T, got min_distance={self.min_distance}, "
+                             f"T={self.T}")
 
     @property
     def vocab_size(self) -> int:
@@ -47,7 +50,7 @@ def make_batch(task: MarkerTask, batch_size: int, generator: torch.Generator) ->
     """One batch drawn with ``generator``: tokens (B, T) long, labels (B,) long, marker positions (B,)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    B, T, C = batch_size, task.seq_len, task.num_classes
+    B, T, C = batch_size, task.T, task.num_classes
     tokens = torch.randint(1 + C, task.vocab_size, (B, T), generator=generator)     # (B, T) noise
     labels = torch.randint(0, C, (B,), generator=generator)                         # (B,)
     pos = torch.randint(task.min_distance, T, (B,), generator=generator)            # (B,)
@@ -76,10 +79,10 @@ def make_contrast_set(task: MarkerTask, num_groups: int, seed: int) -> Tuple[Ten
     return tokens, labels, pos
 
 
-def receptive_field(num_layers: int, window: int) -> int:
-    """How far information travels with local attention only: ``num_layers * window`` positions.
+def receptive_field(n_layers: int, window: int) -> int:
+    """How far information travels with local attention only: ``n_layers * window`` positions.
 
     Each layer lets a token read ``window`` positions to either side, so after L layers the
     output at position 0 depends on tokens 0 .. L*w and on nothing beyond.
     """
-    return num_layers * window
+    return n_layers * window

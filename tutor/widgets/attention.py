@@ -41,7 +41,7 @@ class AttentionExplorer(Explorer):
 
     def __init__(self, T: int = 24, window: int = 2, global_positions: Sequence[int] = (0,),
                  num_heads: int = 4, dim: int = 32, seed: int = 0):
-        self.seq_len, self.dim, self.num_heads, self.seed = T, dim, num_heads, seed
+        self.T, self.dim, self.num_heads, self.seed = T, dim, num_heads, seed
         self.impl = widgets.ToggleButtons(options=["dense", "looped", "unfold", "hybrid"], value="hybrid",
                                           description="impl", style={"button_width": "70px"})
         self.head = widgets.IntSlider(0, min=0, max=num_heads - 1, description="head", **SLIDER)
@@ -58,8 +58,8 @@ class AttentionExplorer(Explorer):
         """Run the layer with the chosen settings, redraw the row and the map."""
         kw = dict(causal=self.causal.value, dim=self.dim, num_heads=self.num_heads, seed=self.seed)
         g, w, h, i = self.globals_.positions, self.window.value, self.head.value, self.query.value
-        self.weights = toy_attention_weights(self.seq_len, w, g, impl=self.impl.value, **kw)  # (H, T, T)
-        reference = toy_attention_weights(self.seq_len, w, g, impl="dense", **kw)            # (H, T, T)
+        self.weights = toy_attention_weights(self.T, w, g, impl=self.impl.value, **kw)  # (H, T, T)
+        reference = toy_attention_weights(self.T, w, g, impl="dense", **kw)            # (H, T, T)
         self.max_diff = float((self.weights - reference).abs().max())
         self.row = self.weights[h, i].numpy()                                              # (T,)
         gl = ", ".join(map(str, g)) or "none"
