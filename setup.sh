@@ -7,7 +7,9 @@
 # Steps, each skipped when already done:
 #   1. torch, CPU build, first (so step 2 never pulls CUDA wheels): pip install "$TORCH_SPEC"
 #   2. pip install -e ".[dev]"   (the tutor package, notebooks' and tests' dependencies);
-#      on Linux x86-64 ".[dev,gpu]": triton, whose interpreter runs the Triton kernel's tests on CPU
+#      on Linux x86-64 ".[dev,gpu]": triton, whose interpreter runs the Triton kernel's tests on CPU.
+#      Skipped when .setup-stamp shows the same Python, extras and pyproject.toml installed from
+#      this checkout last time (delete .setup-stamp to force it)
 #   3. Debian's chromium for the browser tests (apt-get, as root only; skipped otherwise)
 #   4. a `python3` Jupyter kernel that runs this Python
 #   5. `python -m tutor`: the course map and an environment check
@@ -74,8 +76,27 @@ extras="dev"
 if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
     extras="dev,gpu"   # triton has wheels only there; its interpreter tests the kernel on CPU
 fi
-say "installing the tutor package and its dependencies: pip install -e \".[$extras]\" ..."
-"$PY" -m pip install -q -e ".[$extras]"
+STAMP=.setup-stamp   # (git-ignored) what the last install of step 2 was: skip it when nothing changed
+stamp_now() {
+    "$PY" - "$extras" <<'EOF'
+# install-stamp: print what step 2 depends on: this Python, the extras, pyproject.toml's hash,
+# and where `import tutor` leads (this checkout's editable install, or somewhere else)
+import hashlib, importlib.util, os, sys
+spec = importlib.util.find_spec("tutor")
+here = os.path.realpath(os.path.join("tutor", "__init__.py"))
+where = "this checkout" if spec and spec.origin and os.path.realpath(spec.origin) == here else "elsewhere"
+digest = hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest()
+print(f"python={sys.executable} extras={sys.argv[1]} pyproject={digest} tutor={where}")
+EOF
+}
+now="$(stamp_now || true)"
+if [ -n "$now" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$now" ]; then
+    say "tutor package: already installed from this checkout (pyproject.toml unchanged since; delete $STAMP to reinstall)"
+else
+    say "installing the tutor package and its dependencies: pip install -e \".[$extras]\" ..."
+    "$PY" -m pip install -q -e ".[$extras]"
+    stamp_now > "$STAMP" 2>/dev/null || rm -f "$STAMP"
+fi
 
 # 3. chromium for the browser tests (playwright drives Debian's, never a downloaded browser) ----
 if [ -x /usr/bin/chromium ]; then

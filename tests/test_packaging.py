@@ -197,7 +197,10 @@ def test_ci_run_stops_when_setup_fails(ci_tree):
 STUB_PYTHON = """#!/usr/bin/env bash
 printf '%s\\n' "$*" >> "$STUB_LOG"
 if [ "${1:-}" = - ]; then
-    case "$(cat)" in *torch-check*) exit "${STUB_TORCH_RC:-1}" ;; esac
+    case "$(cat)" in
+        *torch-check*) exit "${STUB_TORCH_RC:-1}" ;;
+        *install-stamp*) [ -n "${STUB_STAMP:-}" ] && printf '%s\n' "$STUB_STAMP"; exit 0 ;;
+    esac
 fi
 exit 0
 """
@@ -233,6 +236,37 @@ def test_setup_keeps_a_torch_that_already_satisfies_the_spec(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert pip_calls == [f"-m pip install -q -e .[{EXTRAS}]"]
     assert "already satisfies torch==2.13.0" in proc.stdout
+
+
+def test_setup_skips_the_package_install_when_nothing_changed(tmp_path):
+    proc, pip_calls = run_setup(tmp_path, STUB_TORCH_RC="0", STUB_STAMP="python=x pyproject=1 tutor=this checkout")
+    assert proc.returncode == 0 and pip_calls == [f"-m pip install -q -e .[{EXTRAS}]"], proc.stdout + proc.stderr
+    assert (tmp_path / ".setup-stamp").read_text().strip() == "python=x pyproject=1 tutor=this checkout"
+    (tmp_path / "log").unlink()
+    proc, pip_calls = run_setup(tmp_path, STUB_TORCH_RC="0", STUB_STAMP="python=x pyproject=1 tutor=this checkout")
+    assert proc.returncode == 0 and pip_calls == [], proc.stdout + proc.stderr
+    assert "already installed from this checkout" in proc.stdout
+    (tmp_path / "log").unlink(missing_ok=True)
+    proc, pip_calls = run_setup(tmp_path, STUB_TORCH_RC="0", STUB_STAMP="python=x pyproject=2 tutor=this checkout")
+    assert pip_calls == [f"-m pip install -q -e .[{EXTRAS}]"]              # pyproject.toml changed: reinstall
+
+
+def test_setup_install_stamp_for_real(tmp_path):
+    """setup.sh's install-stamp, run by this Python: it changes with pyproject.toml and knows where tutor is."""
+    script = "# " + (ROOT / "setup.sh").read_text().split("# install-stamp:", 1)[1].split("\nEOF\n", 1)[0]
+
+    def stamp(cwd) -> str:
+        return subprocess.run([sys.executable, "-", "dev"], input=script, cwd=cwd, text=True, capture_output=True,
+                              timeout=30, check=True).stdout.strip()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    first = stamp(tmp_path)
+    assert f"python={sys.executable} extras=dev" in first and first.endswith("tutor=elsewhere")
+    assert stamp(tmp_path) == first
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+    assert stamp(tmp_path) != first
+    import tutor
+    repo = Path(tutor.__file__).resolve().parents[1]                       # the checkout tutor imports from
+    assert stamp(repo).endswith("tutor=this checkout")
 
 
 def test_setup_help_and_bad_arguments(tmp_path):
