@@ -277,7 +277,7 @@ def _local(T, window, off=0):
     return (i - j).abs() <= window + off                              # (T, T)
 
 
-def _mixed(T, window, gm, rows=True, cols=True, off=0, first_only=False):
+def _hybrid(T, window, gm, rows=True, cols=True, off=0, first_only=False):
     g = gm[:1].expand_as(gm) if first_only else gm
     m = _local(T, window, off)[None].expand(gm.shape[0], T, T)
     if rows:
@@ -310,7 +310,7 @@ def _softmax(scores, allowed, mode):
 
 def _dense(q, k, v, window, gm, pm=None, scale=True, pad=True, softmax="safe", rows=True, cols=True, off=0):
     T, Dh = q.shape[-2], q.shape[-1]
-    allowed = _mixed(T, window, gm, rows, cols, off)
+    allowed = _hybrid(T, window, gm, rows, cols, off)
     if pm is not None and pad:
         allowed = allowed & ~pm[:, None, :] & ~pm[:, :, None]
     s = q @ k.transpose(-1, -2) / (Dh ** 0.5 if scale else 1.0)       # (B, H, T, T)
@@ -448,10 +448,10 @@ WRONG = {
               "float count": lambda T, w: float(_count_local(T, w)),
               "edges counted once": lambda T, w: T * (2 * w + 1) - w * w,
               "a 0-d tensor": lambda T, w: _local(T, w).sum()},
-    "01.q1": {"global rows read only their window": lambda T, w, gm: _mixed(T, w, gm, rows=False),
-              "global keys not read by everyone": lambda T, w, gm: _mixed(T, w, gm, cols=False),
-              "off-by-one window": lambda T, w, gm: _mixed(T, w, gm, off=-1),
-              "first sequence's globals for all": lambda T, w, gm: _mixed(T, w, gm, first_only=True)},
+    "01.q1": {"global rows read only their window": lambda T, w, gm: _hybrid(T, w, gm, rows=False),
+              "global keys not read by everyone": lambda T, w, gm: _hybrid(T, w, gm, cols=False),
+              "off-by-one window": lambda T, w, gm: _hybrid(T, w, gm, off=-1),
+              "first sequence's globals for all": lambda T, w, gm: _hybrid(T, w, gm, first_only=True)},
     "01.q2": {"global pairs counted twice": lambda T, w, g: _count_local(T, w) + 2 * len(g) * T,
               "window overlap counted twice": lambda T, w, g: _count_local(T, w) + len(g) * (2 * T - 1),
               "globals ignored": lambda T, w, g: _count_local(T, w),

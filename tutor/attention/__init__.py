@@ -1,6 +1,6 @@
 """Hybrid local + global sparse attention, four ways (see SPEC.md for the contract).
 
-* :func:`dense_attention`   - full T x T scores and one mixed mask: the reference.
+* :func:`dense_attention`   - full T x T scores and one hybrid mask: the reference.
 * :func:`looped_attention`  - the explicit per-query loop: readable, slow.
 * :func:`unfold_attention`  - windows via ``unfold``: vectorized, (2w+1)x memory of K.
 * :func:`hybrid_attention`  - memory-linear backends (``blocked`` everywhere, more on GPU), each

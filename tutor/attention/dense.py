@@ -1,6 +1,6 @@
 """Dense masked attention: the reference every other implementation must equal.
 
-Full (T x T) scores, one mixed mask from :func:`tutor.masks.hybrid_mask`, one softmax. It is
+Full (T x T) scores, one hybrid mask from :func:`tutor.masks.hybrid_mask`, one softmax. It is
 O(T^2) in time and memory, which is exactly why the rest of the course exists.
 
 Numerics that respect the mask: disallowed scores become ``-inf`` *before* the softmax (so a NaN

@@ -16,9 +16,14 @@ from ._checks import check_inputs
 from .softmax import accum_dtype, masked_softmax
 
 
-def allowed_keys(i: int, T: int, window: int, is_global: List[bool], is_pad: List[bool],
+def allowed_keys(i: int, T: int, window: int, is_global: List[bool], is_pad: Optional[List[bool]] = None,
                  causal: bool = False) -> List[int]:
-    """Sorted key positions query ``i`` may attend (empty when ``i`` is padding)."""
+    """Sorted key positions query ``i`` may attend (empty when ``i`` is padding).
+
+    ``is_global``, ``is_pad``: T bools each (``is_pad=None``: no padding).
+    """
+    if is_pad is None:
+        is_pad = [False] * T
     if is_pad[i]:
         return []
     if is_global[i]:

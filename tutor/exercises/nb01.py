@@ -1,4 +1,4 @@
-"""Exercises for notebook 01, dense masked attention: the mixed mask, counting, a safe softmax."""
+"""Exercises for notebook 01, dense masked attention: the hybrid mask, counting, a safe softmax."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -24,7 +24,7 @@ reads every key, and every query reads the global keys. Each pair counts once.""
 _MASK_BUILDERS = ("tutor.masks.hybrid_mask", "tutor.masks.hybrid_mask_mod", "tutor.masks.generate_global")
 
 
-def mixed_mask_reference(T: int, window: int, global_mask: Tensor) -> Tensor:
+def build_hybrid_mask_reference(T: int, window: int, global_mask: Tensor) -> Tensor:
     """(B, T, T) bool: local window or global row or global column."""
     return hybrid_mask(T, window, global_mask)
 
@@ -71,17 +71,17 @@ def compare_probabilities(got, expected: Tensor, case) -> Optional[str]:
     return compare_pairs(got, expected, case)
 
 
-class MixedMask(FunctionProblem):
-    id, title, _name = "01.q1", "The mixed local + global mask", "mixed_mask"
-    _prompt = """Write `mixed_mask(T, window, global_mask)`. `global_mask` is a `(B, T)` bool tensor,
+class BuildHybridMask(FunctionProblem):
+    id, title, _name = "01.q1", "The hybrid mask: local window + global tokens", "build_hybrid_mask"
+    _prompt = """Write `build_hybrid_mask(T, window, global_mask)`. `global_mask` is a `(B, T)` bool tensor,
 True at global tokens. Return a `(B, T, T)` bool tensor, True where query `i` may attend key `j`:
 `|i - j| <= window`, **or** `i` is global (a global row reads everything), **or** `j` is global
 (everyone reads a global key). Sequences may have different numbers of global tokens."""
-    _stub = '''def mixed_mask(T, window, global_mask):
+    _stub = '''def build_hybrid_mask(T, window, global_mask):
     """(B, T, T) bool: local window, plus global rows and global columns."""
     raise NotImplementedError  # replace with your code
 '''
-    _solution = '''def mixed_mask(T, window, global_mask):
+    _solution = '''def build_hybrid_mask(T, window, global_mask):
     """(B, T, T) bool: local window, plus global rows and global columns."""
     i = torch.arange(T)[:, None]                          # (T, 1)
     j = torch.arange(T)[None, :]                          # (1, T)
@@ -94,7 +94,7 @@ True at global tokens. Return a `(B, T, T)` bool tensor, True where query `i` ma
               "`global_mask[:, None, :]` is (B, 1, T): True on whole *columns* of global keys.",
               "Longformer's global attention is symmetric: you need both the rows and the columns.")
     _congrats = "Rows and columns of the global tokens are full: they read everything and everyone reads them."
-    _reference = mixed_mask_reference
+    _reference = build_hybrid_mask_reference
     _args = ("T", "window", "global_mask")
     _compare = compare_pairs
     _forbidden = _MASK_BUILDERS
@@ -121,7 +121,7 @@ two global tokens) still counts **once**."""
     _hints = ("Adding 'local pairs + global rows + global columns' counts some pairs two or three times.",
               "Think of one yes/no question per pair (i, j): is it allowed by *any* rule?",
               "A double loop over i and j with `abs(i - j) <= window or i in g or j in g` counts each "
-              "pair once (or sum your mixed mask from question 1).")
+              "pair once (or sum your hybrid mask from question 1).")
     _congrats = "A set-like rule (any of the reasons) is exactly what the softmax must see: each pair once."
     _reference = count_allowed_pairs_reference
     _args = ("T", "window", "global_positions")
@@ -208,4 +208,4 @@ def dense_masked_attention(q, k, v, window, global_mask, key_padding_mask):
     _cases = PADDED_CASES
 
 
-QUESTIONS = (MixedMask(), CountAllowedPairs(), SafeMaskedSoftmax(), DenseMaskedAttention())
+QUESTIONS = (BuildHybridMask(), CountAllowedPairs(), SafeMaskedSoftmax(), DenseMaskedAttention())

@@ -36,15 +36,15 @@ def _key_cases():
 
 def allowed_keys_reference(i: int, T: int, window: int, is_global: List[bool]) -> List[int]:
     """Sorted keys query ``i`` may attend (no padding, not causal)."""
-    return allowed_keys(i, T, window, is_global, [False] * T)
+    return allowed_keys(i, T, window, is_global)
 
 
 def causal_allowed_keys_reference(i: int, T: int, window: int, is_global: List[bool]) -> List[int]:
     """Sorted keys query ``i`` may attend under the causal rule."""
-    return allowed_keys(i, T, window, is_global, [False] * T, causal=True)
+    return allowed_keys(i, T, window, is_global, causal=True)
 
 
-def looped_hybrid_attention_reference(q, k, v, window, global_mask):
+def looped_attention_reference(q, k, v, window, global_mask):
     """SPEC.md's attention, non-causal, no padding: (B, H, T, Dh)."""
     return looped_attention(q, k, v, window, global_mask)
 
@@ -54,7 +54,8 @@ class AllowedKeys(FunctionProblem):
     _prompt = """Write `allowed_keys(i, T, window, is_global)` where `is_global` is a Python list of
 `T` bools. Return the **sorted list** of key positions query `i` may attend: its window
 `|i - j| <= window` (inside `0 .. T-1`), every global key, and, if `i` itself is global, every key.
-No key may appear twice."""
+No key may appear twice. (`tutor.attention.looped.allowed_keys` has the same four arguments, and two
+optional ones for later: `is_pad` and `causal`.)"""
     _stub = '''def allowed_keys(i, T, window, is_global):
     """Sorted list of the keys query i may attend."""
     raise NotImplementedError  # replace with your code
@@ -81,17 +82,17 @@ No key may appear twice."""
 
 
 class LoopedAttention(FunctionProblem):
-    id, title, _name = "02.q2", "Attention, one query at a time", "looped_hybrid_attention"
-    _prompt = """Write `looped_hybrid_attention(q, k, v, window, global_mask)` with a Python loop over
+    id, title, _name = "02.q2", "Attention, one query at a time", "looped_attention"
+    _prompt = """Write `looped_attention(q, k, v, window, global_mask)` with a Python loop over
 the batch and the queries. `q, k, v` are `(B, H, T, Dh)`, `global_mask` is `(B, T)` bool. For
 query `i` of sequence `b`, score only its allowed keys (your `allowed_keys`), scale by
 `1 / sqrt(Dh)`, take a softmax over those keys and average their values. All heads can be done at
 once. Return `(B, H, T, Dh)` and leave the inputs unchanged."""
-    _stub = '''def looped_hybrid_attention(q, k, v, window, global_mask):
+    _stub = '''def looped_attention(q, k, v, window, global_mask):
     """(B, H, T, Dh): hybrid attention with a loop over (b, i)."""
     raise NotImplementedError  # replace with your code
 '''
-    _solution = '''def looped_hybrid_attention(q, k, v, window, global_mask):
+    _solution = '''def looped_attention(q, k, v, window, global_mask):
     """(B, H, T, Dh): hybrid attention with a loop over (b, i)."""
     B, H, T, Dh = q.shape
     out = torch.zeros_like(q)                                          # (B, H, T, Dh)
@@ -110,7 +111,7 @@ once. Return `(B, H, T, Dh)` and leave the inputs unchanged."""
               "`p = torch.softmax(scores, dim=-1)` is (H, n); `(p[:, None, :] @ v[b, :, keys])[:, 0]` "
               "is the (H, Dh) output row.")
     _congrats = "Slow, but every rule is visible. The next notebooks make it fast without changing the answer."
-    _reference = looped_hybrid_attention_reference
+    _reference = looped_attention_reference
     _args = ("q", "k", "v", "window", "global_mask")
     _compare = compare_attention
     _no_attention = True

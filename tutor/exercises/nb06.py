@@ -54,7 +54,7 @@ def choose_global_mask_reference(tokens: Tensor, window: int, n_layers: int) -> 
 
 def _batch(T: int, B: int, min_distance: int, seed: int, part: int):
     """Tokens (part 0) or marker positions (part 2) of a seeded MarkerTask batch."""
-    task = MarkerTask(seq_len=T, min_distance=min_distance)
+    task = MarkerTask(T=T, min_distance=min_distance)
     return lambda: make_batch(task, B, torch.Generator().manual_seed(seed))[part]
 
 

@@ -151,11 +151,13 @@ def plot_masks_grid(masks: Mapping[str, MaskLike], T: Optional[int] = None, *, n
 
 def plot_attention_map(weights: Union[Tensor, np.ndarray], *, mask: Optional[MaskLike] = None,
                        title: str = "attention weights", ax: Optional[Axes] = None,
-                       colorbar: bool = True, cmap: str = "viridis", size: float = 4.0) -> Figure:
+                       colorbar: bool = True, cmap: str = "viridis", size: float = 4.0,
+                       label: str = "probability") -> Figure:
     """Heat map of attention probabilities, weights (T, T) (pick ``[b, h]`` of a (B, H, T, T)).
 
     With ``mask`` (T, T) bool, pairs that are not allowed are drawn grey (a masked array), so a
-    learner can tell "allowed but tiny" from "never allowed". ``cmap`` names a matplotlib colormap.
+    learner can tell "allowed but tiny" from "never allowed". ``cmap`` names a matplotlib colormap;
+    ``label`` is the colour bar's (an error map: ``label="|difference|", cmap="Reds"``).
     """
     if isinstance(weights, Tensor):
         weights = weights.detach().float().cpu().numpy()
@@ -168,7 +170,7 @@ def plot_attention_map(weights: Union[Tensor, np.ndarray], *, mask: Optional[Mas
                    vmax=max(float(w.max()), 1e-12), interpolation="nearest")
     _cell_grid(ax, w.shape[0])
     if colorbar:
-        ax.figure.colorbar(im, ax=ax, shrink=0.8, label="probability")
+        ax.figure.colorbar(im, ax=ax, shrink=0.8, label=label)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("key j")
     ax.set_ylabel("query i")
