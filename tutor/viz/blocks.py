@@ -151,7 +151,7 @@ def plot_benchmark(rows: Iterable[Mapping], *, title: Optional[str] = None, size
     else:
         ax_m.text(0.5, 0.5, "memory not measured", ha="center", va="center", transform=ax_m.transAxes)
         ax_m.set_axis_off()
-    r0 = rows[0]
+    r0 = {k: f"{v:g}" if isinstance(v, float) else v for k, v in rows[0].items()}   # 4.0 -> "4"
     fig.suptitle(title or f"{r0['device']} {r0['dtype']}: B={r0['B']} H={r0['H']} Dh={r0['Dh']} "
                  f"w={r0['window']} G={r0['G']}", fontsize=10)
     return fig
