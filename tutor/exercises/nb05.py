@@ -19,7 +19,7 @@ NOTEBOOK = "05_sparsity_pattern_zoo"
 TITLE = "Exercises 05 · The sparsity pattern zoo"
 INTRO = """A sliding window is one pattern among many. A *dilated* window skips keys to see further with
 the same number of pairs; BigBird adds to the window and the global tokens a few *random blocks*:
-each block of `b` queries also reads `r` key blocks drawn at random. Here you build both masks and
+each block of `b` queries also reads `n_rand` key blocks drawn at random. Here you build both masks and
 count what BigBird keeps."""
 
 #: what already builds the random-block part (hybrid_mask itself is allowed: it calls none of these)
@@ -47,9 +47,9 @@ def count_bigbird_pairs_reference(T: int, window: int, global_positions: List[in
     return count_allowed(bigbird_mask_reference(T, window, gm, block_size, random_blocks))
 
 
-def _table(T: int, block_size: int, r: int, seed: int):
-    """A seeded BigBird table, built fresh at check time: (ceil(T / b), r) long."""
-    return Shown(lambda: bigbird_random_table(T, block_size, r, seed))
+def _table(T: int, block_size: int, n_rand: int, seed: int):
+    """A seeded BigBird table, built fresh at check time: (ceil(T / b), n_rand) long."""
+    return Shown(lambda: bigbird_random_table(T, block_size, n_rand, seed))
 
 
 def _globals(T: int, *rows):
@@ -98,7 +98,7 @@ class BigBirdMask(FunctionProblem):
     _prompt = """BigBird allows a pair `(i, j)` when **any** of three rules does: the sliding window
 `|i - j| <= window`; a global token (`global_mask[b, i]` or `global_mask[b, j]`); or the random
 blocks: query `i` lies in block `i // block_size`, and that block reads the key blocks listed in row
-`i // block_size` of `random_blocks`, a `(n_blocks, r)` long tensor (the same for every
+`i // block_size` of `random_blocks`, a `(n_blocks, n_rand)` long tensor (the same for every
 sequence). Write `bigbird_mask(T, window, global_mask, block_size, random_blocks)` returning the
 `(B, T, T)` bool mask. `T` need not be a multiple of `block_size`. You may use `tutor.masks.hybrid_mask`
 for the window and the global tokens."""
@@ -163,7 +163,7 @@ random block) counts **once**; the last block may be shorter than `block_size`."
     _hints = ("Adding up 'window pairs + global pairs + random pairs' counts the overlaps twice.",
               "Build the mask of question 2 for a batch of one sequence and count its True entries.",
               "`int(mask.sum())` returns a plain int.")
-    _congrats = "About T(2w + 1 + r·b) + 2GT pairs: still linear in T for fixed w, r, b and G."
+    _congrats = "About T(2w + 1 + n_rand·b) + 2GT pairs: still linear in T for fixed w, n_rand, b and G."
     _reference = count_bigbird_pairs_reference
     _args = ("T", "window", "global_positions", "block_size", "random_blocks")
     _compare = compare_int

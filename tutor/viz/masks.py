@@ -34,7 +34,7 @@ def as_mask_array(mask: MaskLike, T: Optional[int] = None, name: str = "mask") -
     """Turn a mask into a (T, T) bool NumPy array.
 
     ``mask``: bool tensor/array of shape (T, T) or (1, T, T), or a mask_mod predicate
-    ``(b, h, q_idx, kv_idx) -> bool`` evaluated on batch element 0 (then ``T`` is required).
+    ``(batch, head, q_idx, kv_idx) -> bool`` evaluated on batch element 0 (then ``T`` is required).
     """
     if callable(mask) and not isinstance(mask, (Tensor, np.ndarray)):
         if T is None:
