@@ -246,7 +246,8 @@ the window **only once** (mask its window slot). Global rows read every key: rec
     return out
 '''
     _hints = ("Build three masks: edge slots (question 1), window slots that hold a global key "
-              "(`unfold_windows(global_mask, window, False)`), and invalid global slots (question 3).",
+              "(`unfold_windows(global_mask, window, False)`: the `(B, T)` form of notebook 03, section 1, "
+              "with `fill=False` outside the sequence), and invalid global slots (question 3).",
               "Concatenate local and global scores on the last axis and call `masked_softmax` once; "
               "then split the probabilities back and add both weighted sums.",
               "Finally overwrite the rows of the global queries: softmax over *all* keys, times v.")

@@ -63,12 +63,12 @@ def plot_cls_attention(rows: Sequence[Sequence[float]], marker: Optional[int] = 
                        title: str = "where [CLS] looks") -> Figure:
     """One attention row per layer against key position, the ``marker`` position dashed.
 
-    ``rows``: L rows of T probabilities (e.g. ``weights[b, :, 0].mean(0)`` for each layer's
+    ``rows``: n_layers rows of T probabilities (e.g. ``weights[b, :, 0].mean(0)`` for each layer's
     (B, H, T, T) weights: query 0 averaged over heads).
     """
     data = np.asarray(rows, dtype=float)
     if data.ndim != 2 or data.shape[1] == 0:
-        raise ValueError(f"rows must be L rows of T weights (2-D), got shape {data.shape}")
+        raise ValueError(f"rows must be n_layers rows of T weights (2-D), got shape {data.shape}")
     if marker is not None and not 0 <= marker < data.shape[1]:
         raise ValueError(f"marker must be a position in [0, {data.shape[1]}), got {marker}")
     fig = Figure(figsize=(7.0, 2.8), layout="constrained")
