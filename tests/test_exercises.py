@@ -152,6 +152,17 @@ def test_a_python_loop_over_T_is_named():
     assert r.status == "incorrect" and "loops over the sequence in Python" in r.message
 
 
+def test_no_loop_is_claimed_only_when_lines_were_counted():
+    fn, _ = solved("03.q5")
+    r = exercises.question("03.q5").check(fn)
+    assert r.status == "correct" and "No Python loop over T" in r.message
+    from tutor.exercises.loops import loop_over_T
+    q = exercises.question("03.q5")
+    from tutor.exercises.cases import AttnCase
+    args = lambda T: tuple(q._arguments(AttnCase("p", T=T, window=2)).values())  # noqa: E731
+    assert loop_over_T(q.reference, args) == (None, [0, 0])         # tutor's own code: nothing to claim
+
+
 def test_unstable_sorts_fail_on_long_cases():
     q = exercises.question("03.q3")
     assert any(c.T >= 32 and max(map(len, c.globals_)) >= 4 for c in q._cases)

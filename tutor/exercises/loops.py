@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -48,20 +48,23 @@ def lines_run(fn: Callable, args: tuple) -> int:
 
 
 def loop_over_T(fn: Callable, arguments: Callable[[int], tuple], sizes: Sequence[int] = (16, 32),
-                seconds: float = 5.0) -> Optional[str]:
-    """None when ``fn`` runs as many lines at every T of ``sizes``; else a message for the learner.
+                seconds: float = 5.0) -> Tuple[Optional[str], List[int]]:
+    """``(problem, counts)``: problem is None when ``fn`` runs as many of its own lines at every T of
+    ``sizes``, else a message for the learner; counts are the lines run at each size.
 
-    ``arguments(T)`` builds the call's arguments for sequence length T.
+    ``arguments(T)`` builds the call's arguments for sequence length T. All counts 0 means no
+    learner code ran in this process (e.g. a stand-in that calls the function elsewhere): nothing
+    could be checked, and the caller must not claim it was.
     """
     counts = []
     for T in sizes:
         value, error = call_with_limit(lines_run, (fn, arguments(T)), seconds)
         if error is not None:
-            return f"on case 'loop probe' (T={T}) your function raised {type(error).__name__}: {error}"
+            return f"on case 'loop probe' (T={T}) your function raised {type(error).__name__}: {error}", counts
         counts.append(value)
     if counts[-1] > counts[0]:
         return (f"on case 'loop probe' (T={sizes[0]} and T={sizes[-1]}) your code runs {counts[0]} and "
                 f"{counts[-1]} of its own Python lines: "
                 f"it loops over the sequence in Python. The question asks for no Python loop over T; "
-                f"let one tensor operation handle every query at once (`.hint()` shows which).")
-    return None
+                f"let one tensor operation handle every query at once (`.hint()` shows which).", counts)
+    return None, counts
