@@ -30,11 +30,11 @@ def key_span_reference(n: int, block_size: int, window: int, T: int):
 
 
 def block_band_mask_reference(block_size: int, window: int, causal: bool) -> Tensor:
-    """(b, b+2w) bool: query offset r may attend span slot c (key offset c - w), by the mask mods."""
-    r = torch.arange(block_size)[:, None]                                   # (b, 1)
+    """(b, b+2w) bool: query offset a may attend span slot c (key offset c - w), by the mask mods."""
+    a = torch.arange(block_size)[:, None]                                   # (b, 1)
     c = torch.arange(block_size + 2 * window)[None, :]                      # (1, b+2w)
     mod = generate_causal_window(window) if causal else generate_local_window(window)
-    return mod(0, 0, r, c - window).expand(block_size, -1).clone()          # (b, b+2w)
+    return mod(0, 0, a, c - window).expand(block_size, -1).clone()          # (b, b+2w)
 
 
 def blocked_hybrid_attention_reference(q, k, v, window, global_mask, block_size):
@@ -99,24 +99,24 @@ last block may be shorter than `block_size`."""
 
 class BlockBandMask(FunctionProblem):
     id, title, _name = "04.q2", "The local band inside a block", "block_band_mask"
-    _prompt = """Inside block `n`, query offset `r` (query `n*b + r`) meets span slot `c`, which holds
+    _prompt = """Inside block `n`, query offset `a` (query `n*b + a`) meets span slot `c`, which holds
 key `n*b - w + c`. Write `block_band_mask(block_size, window, causal)` returning the `(b, b + 2w)`
 bool tensor that is True where the local rule allows the pair: `|i - j| <= w`, or with
 `causal=True`, `0 <= i - j <= w`. It is the same for every block (edges are handled separately)."""
     _stub = '''def block_band_mask(block_size, window, causal):
-    """(b, b+2w) bool: local rule between query offset r and span slot c."""
+    """(b, b+2w) bool: local rule between query offset a and span slot c."""
     raise NotImplementedError  # replace with your code
 '''
     _solution = '''def block_band_mask(block_size, window, causal):
-    """(b, b+2w) bool: local rule between query offset r and span slot c."""
-    r = torch.arange(block_size)[:, None]                    # (b, 1) query offsets
+    """(b, b+2w) bool: local rule between query offset a and span slot c."""
+    a = torch.arange(block_size)[:, None]                    # (b, 1) query offsets
     c = torch.arange(block_size + 2 * window)[None, :]       # (1, b+2w) span slots
-    d = r - (c - window)                                     # (b, b+2w) i - j
+    d = a - (c - window)                                     # (b, b+2w) i - j
     return (d >= 0) & (d <= window) if causal else d.abs() <= window
 '''
-    _hints = ("i - j = (n*b + r) - (n*b - w + c) = r - c + w: n drops out.",
-              "Broadcast a (b, 1) column of r against a (1, b + 2w) row of c, then apply the rule to "
-              "d = r - c + w.")
+    _hints = ("i - j = (n*b + a) - (n*b - w + c) = a - c + w: n drops out.",
+              "Broadcast a (b, 1) column of a against a (1, b + 2w) row of c, then apply the rule to "
+              "d = a - c + w.")
     _congrats = "A diagonal band of width 2w + 1 (or w + 1 when causal) inside a b × (b + 2w) tile."
     _reference = block_band_mask_reference
     _args = ("block_size", "window", "causal")

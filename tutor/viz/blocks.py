@@ -39,7 +39,7 @@ def plot_query_blocks(T: int, window: int, block: int, global_positions: Sequenc
 
     Query block ``n`` (rows ``n*b .. n*b+b-1``) needs keys ``n*b - w .. n*b + b - 1 + w``
     (dashed; ``.. n*b + b - 1`` when causal). The ``blocked`` backend scores whole key blocks
-    ``n - r .. n + r``, ``r = ceil(w / b)`` (solid), clipped to the sequence: with ``b = w`` the
+    ``n - n_side .. n + n_side``, ``n_side = ceil(w / b)`` (solid), clipped to the sequence: with ``b = w`` the
     two coincide. Global keys are extra columns of every block; global rows a separate pass.
     """
     for name, val in (("T", T), ("block", block)):
@@ -49,7 +49,7 @@ def plot_query_blocks(T: int, window: int, block: int, global_positions: Sequenc
         raise ValueError(f"window must be a non-negative int, got {window!r}")
     gm = global_mask_at(T, global_positions)                               # (1, T)
     mask = hybrid_mask(T, window, gm, causal=causal)                       # (1, T, T)
-    r, span = key_span(window, block, causal)                              # the backend's own formula
+    n_side, span = key_span(window, block, causal)                         # the backend's own formula
     ns = span // block
     fig = plot_mask(mask, global_mask=gm[0], ax=ax, size=size,
                     title=f"b={block}, w={window}: {ns} key blocks = {span} keys per query block")
@@ -57,7 +57,7 @@ def plot_query_blocks(T: int, window: int, block: int, global_positions: Sequenc
     for n in range(math.ceil(T / block)):
         r0, r1 = n * block, min(T, (n + 1) * block)
         for c0, c1, style in ((n * block - window, (n + 1) * block + (0 if causal else window), "--"),
-                              ((n - r) * block, (n - r + ns) * block, "-")):
+                              ((n - n_side) * block, (n - n_side + ns) * block, "-")):
             c0, c1 = max(0, c0), min(T, c1)
             ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, linestyle=style,
                                    edgecolor=SPAN_COLOR, linewidth=1.6 if style == "-" else 1.0))
