@@ -188,7 +188,8 @@ def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
               "scores (nq, G) masked by `valid`; one `masked_softmax` over both.",
               "The last block may have fewer than b queries: slice the band rows with `band[:nq]`. "
               "Then overwrite the global rows with a dense softmax over all keys.")
-    _congrats = "Memory O(T·(b + 2w + G)): the scores of one block at a time, never T × T."
+    _congrats = ("tutor's blocked backend works the same way: one block of scores at a time, so its memory is "
+                 "O(T·(b + 2w + G)) rather than T × T.")
     _reference = blocked_hybrid_attention_reference
     _args = ("q", "k", "v", "window", "global_mask", "block_size")
     _compare = compare_attention
