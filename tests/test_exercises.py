@@ -166,6 +166,10 @@ def test_no_loop_is_claimed_only_when_lines_were_counted():
 def test_unstable_sorts_fail_on_long_cases():
     q = exercises.question("03.q3")
     assert any(c.T >= 32 and max(map(len, c.globals_)) >= 4 for c in q._cases)
+    r = q.check(WRONG["03.q3"]["unstable argsort"])
+    assert "not in position order" in r.message and "stable=True" in r.message
+    r = q.check(WRONG["03.q3"]["first sequence's globals for all"])
+    assert "not in position order" not in r.message
 
 
 # --------------------------------------------------------------------------- generic failure modes

@@ -78,7 +78,20 @@ def compare_gathered(got, expected: Tuple[Tensor, Tensor], case) -> Optional[str
     if isinstance(x_g, Tensor) and x_g.shape == expected[0].shape:
         x_g = torch.where(valid[:, None, :, None], x_g, expected[0])         # ignore padded slots
     problem = compare_tensor(x_g, expected[0], case)
+    if problem and _same_tokens_other_order(x_g, expected[0]):
+        return ("in `x_g`, every sequence holds the right global tokens, but not in position order "
+                "(slot g should hold the g-th global position). A sort that is not stable, such as "
+                "`argsort` or `topk` without `stable=True`, may reorder tied entries.")
     return "in `x_g`, " + problem if problem else None
+
+
+def _same_tokens_other_order(got: Tensor, expected: Tensor) -> bool:
+    """True when each (b, h) holds the rows of ``expected`` in another order: (B, H, G, D) each."""
+    if got.shape != expected.shape or got.dtype != expected.dtype or got.numel() == 0:
+        return False
+    close = torch.isclose(got.detach()[:, :, :, None, :], expected[:, :, None, :, :],
+                          rtol=1e-4, atol=1e-5).all(-1)                      # (B, H, G, G): row g ~ row g'
+    return bool(close.any(-1).all() and close.any(-2).all())
 
 
 def _map_inputs(case: AttnCase):
