@@ -163,6 +163,14 @@ def test_no_loop_is_claimed_only_when_lines_were_counted():
     assert loop_over_T(q.reference, args) == (None, [0, 0])         # tutor's own code: nothing to claim
 
 
+def test_blocked_answer_that_builds_T_by_T_scores_is_named():
+    r = exercises.question("04.q3").check(WRONG["04.q3"]["right numbers from the full (T, T) scores"])
+    assert r.status == "incorrect" and "memory probe" in r.message and "block by block" in r.message
+    fn, _ = solved("04.q3")
+    r = exercises.question("04.q3").check(fn)
+    assert r.status == "correct" and "largest tensor held" in r.message
+
+
 def test_unstable_sorts_fail_on_long_cases():
     q = exercises.question("03.q3")
     assert any(c.T >= 32 and max(map(len, c.globals_)) >= 4 for c in q._cases)
@@ -525,7 +533,8 @@ WRONG = {
               "global key in the span counted twice": lambda *a: _blocked(*a, dedup=False),
               "unmasked zero-padded edges": lambda *a: _blocked(*a, edge=False),
               "last partial block forgotten": lambda *a: _blocked(*a, full_blocks_only=True),
-              "missing 1/sqrt(Dh)": lambda *a: _blocked(*a, scale=False)},
+              "missing 1/sqrt(Dh)": lambda *a: _blocked(*a, scale=False),
+              "right numbers from the full (T, T) scores": lambda q, k, v, w, gm, b: _dense(q, k, v, w, gm)},
     "04.q4": {"last block not padded": lambda B, H, T, w, b, G: B * H * (T * (b + 2 * w + G) + G * T),
               "global rows forgotten": lambda B, H, T, w, b, G: B * H * -(-T // b) * b * (b + 2 * w + G),
               "global columns forgotten": lambda B, H, T, w, b, G: B * H * (-(-T // b) * b * (b + 2 * w) + G * T),

@@ -11,8 +11,9 @@ from torch import Tensor
 
 from ..attention.blocked import blocked_hybrid_attention
 from ..masks import generate_causal_window, generate_local_window
-from .cases import HYBRID_CASES, Case
+from .cases import HYBRID_CASES, AttnCase, Case
 from .compare import as_int, compare_attention, compare_int, compare_windows
+from .footprint import builds_square
 from .problem import FunctionProblem
 
 NUMBER = "04"
@@ -136,7 +137,9 @@ Dh)`, equal to dense hybrid attention but working block by block: for each query
 against its key span (mask the band, positions outside `0..T-1` and global keys) and against the `G`
 global keys as extra columns, one softmax; then the global rows, densely. `T` need not be a
 multiple of `block_size`. Allowed helpers: `masked_softmax`, `global_index`, `gather_tokens`
-from `tutor.attention.softmax` and `tutor.attention.global_tokens`, and your `block_band_mask`."""
+from `tutor.attention.softmax` and `tutor.attention.global_tokens`, and your `block_band_mask`.
+Never build the `(T, T)` scores: the check also runs your function at T = 128 and looks at the
+largest tensor it creates."""
     _stub = '''import math
 import torch.nn.functional as F
 from tutor.attention.softmax import masked_softmax
@@ -195,6 +198,22 @@ def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
     _compare = compare_attention
     _no_attention = True
     _cases = tuple(replace(case, block_size=b) for case, b in zip(HYBRID_CASES, _BLOCKS))
+    _probe = AttnCase("memory probe", T=128, window=2, globals_=((1, 64),), H=1, Dh=4, block_size=8)
+
+    def _check(self, fn):
+        result = super()._check(fn)
+        if result.status != "correct":
+            return result
+        problem, largest = builds_square(fn, tuple(self._arguments(self._probe).values()), self._probe.T,
+                                         self._probe.B * self._probe.H)
+        if problem:
+            return self._result("incorrect", problem)
+        if largest:                        # say it only when the answer's own operations were seen
+            probe = self._probe
+            return self._result("correct", f"{result.message} At T = {probe.T} your code's largest tensor held "
+                                           f"{largest:,} elements, where the (T, T) scores would hold "
+                                           f"{probe.B * probe.H * probe.T ** 2:,}.")
+        return result
 
 
 class BlockedScoreElements(FunctionProblem):
