@@ -13,10 +13,12 @@ How it stays fast and lean:
   (n_blocks, B*H, b, Dh); padding happens only at the two ends of the sequence. The j-th key
   block of every query block is then the contiguous slice ``[j : j+n]``: ``ns`` plain batched
   matmuls, no overlapping span tensor.
-* Masks are *additive* and finite (``MASKED = -1e30``): the static band enters the matmul
-  (``baddbmm``) only for the key blocks it cuts; padding and the sequence ends add a small
-  (n, B, ns*b) bias in place, only in chunks that need it. A row with nothing allowed (a padded
-  query) stays finite and is zeroed at the end, so no NaN ever reaches autograd.
+* Masks *select*, they never add: a disallowed score is overwritten with ``-inf``
+  (``masked_fill_``, so a NaN or inf key outside the mask cannot leak in), the static band only
+  in the key blocks it cuts, padding and the sequence ends only in chunks that need them.
+  Padded query rows read nothing. Where a row may have nothing allowed (padding, the ends), the
+  probabilities are overwritten with 0 after the softmax, and padded keys and values are zeroed
+  in the chunk's copies, so no ``0 * NaN`` reaches the output or autograd.
 * The G global keys are G extra columns of the same softmax; a global key inside a window is
   scored by the window and masked in its global column, so every pair counts once. Global rows
   are one dense pass over the G global queries, written over their rows.
@@ -41,15 +43,13 @@ from torch import Tensor
 
 from ..costs import default_block_size, key_span
 from ..masks import MaskMod, check_dilation, check_pattern
-from ._checks import check_inputs, needs_grad
-from .global_tokens import gather_tokens, global_row_probs, global_slots, scatter_rows
+from ._checks import check_inputs, empty_result, needs_grad
+from .global_tokens import gather_tokens, global_row_probs, global_slots, scatter_rows, write_global_rows
 
 #: score elements one chunk of query blocks may hold at once on CPU (cache-friendly chunks)
 CHUNK_ELEMENTS = 1 << 20
 #: the same on CUDA, where fewer and larger launches win
 CUDA_CHUNK_ELEMENTS = 1 << 26
-#: additive mask value: exp(MASKED - max) is exactly 0, yet a fully masked row stays finite
-MASKED = -1e30
 
 
 def _edge_slice(x: Tensor, lo: int, hi: int, fill=0) -> Tensor:
@@ -85,15 +85,14 @@ def _local(d: Tensor, window: int, causal: bool, dilation: int = 1) -> Tensor:
     return ok if dilation == 1 else ok & (d % dilation == 0)
 
 
-def _band_bias(b: int, r: int, ns: int, window: int, causal: bool, dtype, device, dilation: int = 1) -> Tensor:
+def _band(b: int, r: int, ns: int, window: int, causal: bool, device, dilation: int = 1) -> Tensor:
     """Static mask of a query block against its ``ns`` key blocks (the first is block ``n - r``).
 
     Query offset ``rq`` meets span slot ``c`` (key ``(n-r)*b + c``): ``d = i - j = rq + r*b - c``.
-    Returns (b, ns*b): 0 where the local rule (with ``dilation``) allows the pair, MASKED elsewhere.
+    Returns (b, ns*b) bool: True where the local rule (with ``dilation``) allows the pair.
     """
     d = torch.arange(b, device=device)[:, None] + r * b - torch.arange(ns * b, device=device)[None, :]  # (b, ns*b)
-    band = _local(d, window, causal, dilation)                             # (b, ns*b)
-    return torch.zeros(b, ns * b, dtype=dtype, device=device).masked_fill_(~band, MASKED)
+    return _local(d, window, causal, dilation)                             # (b, ns*b)
 
 
 @lru_cache(maxsize=None)
@@ -106,14 +105,11 @@ def _has_out_dtype(device: torch.device, dtype: torch.dtype) -> bool:
         return False
 
 
-def _scores(qb: Tensor, kb: Tensor, bias: Optional[Tensor], acc) -> Tensor:
-    """qb (M, b, D) @ kb (M, c, D)^T [+ bias (b, c)] -> (M, b, c) in ``acc``."""
+def _scores(qb: Tensor, kb: Tensor, acc) -> Tensor:
+    """qb (M, b, D) @ kb (M, c, D)^T -> (M, b, c) in ``acc``."""
     if qb.dtype != acc:                                                    # CUDA half: fp32 out of the MMA
-        s = torch.bmm(qb, kb.transpose(1, 2), out_dtype=acc)
-        return s if bias is None else s.add_(bias)
-    if bias is None:
-        return torch.bmm(qb, kb.transpose(1, 2))                           # (M, b, c)
-    return torch.baddbmm(bias, qb, kb.transpose(1, 2))                     # (M, b, c)
+        return torch.bmm(qb, kb.transpose(1, 2), out_dtype=acc)
+    return torch.bmm(qb, kb.transpose(1, 2))                               # (M, b, c)
 
 
 def _pv(o: Optional[Tensor], p: Tensor, vb: Tensor, acc) -> Tensor:
@@ -138,15 +134,18 @@ def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     points to ``backend="flex"`` or :func:`dense_attention`.
     """
     window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale)
+        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
+        return_weights=return_weights, dropout_p=dropout_p, dilation=dilation)
     dilation = check_dilation(dilation)
     if check_pattern(pattern) is not None:
         raise ValueError(f"blocked_hybrid_attention does not support pattern= (got {getattr(pattern, '__name__', pattern)!r}): "
                          "an arbitrary pattern is not band-limited. Use hybrid_attention(..., backend='flex') "
                          "or dense_attention(..., pattern=...)")
-    reach = window * dilation                                              # farthest local key
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+    if q.numel() == 0:                                                     # B = 0 or H = 0: nothing to run
+        return empty_result(q, k, v, return_weights)
+    reach = window * dilation                                              # farthest local key
     B, H, T, Dh = q.shape
     BH, dev = B * H, q.device
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -160,44 +159,65 @@ def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     nb = math.ceil(T / b)
     idx, valid = global_slots(global_mask, key_padding_mask, B, T, dev)  # (B, G), (B, G)
     G = idx.shape[1]
-    if G:
-        k_g = gather_tokens(k, idx).to(mm).reshape(BH, G, Dh)            # (B*H, G, Dh)
-        v_g = gather_tokens(v, idx).to(mm).reshape(BH, G, Dh)            # (B*H, G, Dh)
+    if G:                                                                  # invalid slots: zero keys, values
+        k_g = gather_tokens(k, idx).to(mm).masked_fill(~valid[:, None, :, None], 0).reshape(BH, G, Dh)  # (B*H, G, Dh)
+        v_g = gather_tokens(v, idx).to(mm).masked_fill(~valid[:, None, :, None], 0).reshape(BH, G, Dh)  # (B*H, G, Dh)
     has_pad = key_padding_mask is not None and bool(key_padding_mask.any())
     key_out = key_padding_mask if has_pad else torch.zeros(B, T, dtype=torch.bool, device=dev)
-    band = _band_bias(b, r, ns, window, causal, acc, dev, dilation)                  # (b, Ls)
-    cut = [bool((band[:, j * b:(j + 1) * b] != 0).any()) for j in range(ns)]  # blocks the band cuts
+    band_out = ~_band(b, r, ns, window, causal, dev, dilation)             # (b, Ls): not in the window
+    cut = [bool(band_out[:, j * b:(j + 1) * b].any()) for j in range(ns)]  # blocks the band cuts
     budget = CUDA_CHUNK_ELEMENTS if q.is_cuda else CHUNK_ELEMENTS
     chunk = max(1, budget // max(1, BH * b * (Ls + G)))
+    inplace = not (grad or return_weights)                                 # no autograd: overwrite freely
 
-    out = None if (grad or return_weights) else torch.empty(BH, nb * b, Dh, dtype=acc, device=dev)
+    out = torch.empty(BH, nb * b, Dh, dtype=acc, device=dev) if inplace else None
     outs, weight_rows = [], []
     for n0 in range(0, nb, chunk):
         n1 = min(nb, n0 + chunk)
         n, t0, M = n1 - n0, n0 * b, (n1 - n0) * BH
-        lo = (n0 - r) * b                                                  # first key of the chunk
+        lo, hi = (n0 - r) * b, (n0 - r + n + ns - 1) * b                   # the chunk's keys
+        edge = lo < 0 or hi > T or has_pad                                 # rows may have nothing allowed
         qb = _blocks(q, t0, n1 * b, b, mm).mul_(scale).view(M, b, Dh)      # (n*B*H, b, Dh)
-        kb = _blocks(k, lo, lo + (n + ns - 1) * b, b, mm)                  # (n+ns-1, B*H, b, Dh)
-        vb = _blocks(v, lo, lo + (n + ns - 1) * b, b, mm)
-        pieces = [_scores(qb, kb[j:j + n].view(M, b, Dh), band[:, j * b:(j + 1) * b] if cut[j] else None, acc)
-                  for j in range(ns)]                                      # ns x (n*B*H, b, b)
+        kb = _blocks(k, lo, hi, b, mm)                                     # (n+ns-1, B*H, b, Dh)
+        vb = _blocks(v, lo, hi, b, mm)
+        if has_pad:                                                        # padded keys, values: 0
+            k_pad = _edge_slice(key_out, lo, hi, True).view(B, n + ns - 1, b).transpose(0, 1)  # (n+ns-1, B, b)
+            k_pad = k_pad[:, :, None, :, None]                             # (n+ns-1, B, 1, b, 1)
+            kb.view(n + ns - 1, B, H, b, Dh).masked_fill_(k_pad, 0)
+            vb.view(n + ns - 1, B, H, b, Dh).masked_fill_(k_pad, 0)
+        pieces = [_scores(qb, kb[j:j + n].view(M, b, Dh), acc) for j in range(ns)]  # ns x (n*B*H, b, b)
         if G:
-            pieces.append(_scores(qb, k_g.expand(n, BH, G, Dh).reshape(M, G, Dh), None, acc))  # (M, b, G)
+            pieces.append(_scores(qb, k_g.expand(n, BH, G, Dh).reshape(M, G, Dh), acc))  # (M, b, G)
         s = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]    # (n*B*H, b, Ls+G)
+        del pieces
         s5 = s.view(n, B, H, b, Ls + G)                                    # (n, B, H, b, Ls+G)
-        if lo < 0 or lo + (n + ns - 1) * b > T or has_pad:                # sequence ends / padding
-            k_out = _edge_slice(key_out, lo, lo + (n + ns - 1) * b, True).unfold(1, Ls, b)  # (B, n, Ls)
-            k_bias = torch.zeros(k_out.shape, dtype=acc, device=dev).masked_fill_(k_out, MASKED)
-            s5[..., :Ls].add_(k_bias.transpose(0, 1)[:, :, None, None, :])  # (n, B, 1, 1, Ls)
+        for j in range(ns):                                                # the static band
+            if cut[j]:
+                s5[..., j * b:(j + 1) * b].masked_fill_(band_out[:, j * b:(j + 1) * b], float("-inf"))
+        drop = None                                                        # (n, B, 1, b, Ls+G): masked out
+        if edge:                                                           # sequence ends / padding
+            k_out = _edge_slice(key_out, lo, hi, True).unfold(1, Ls, b).transpose(0, 1)  # (n, B, Ls)
+            q_out = _edge_slice(key_out, t0, n1 * b, True).view(B, n, b).transpose(0, 1)  # (n, B, b)
+            drop = torch.zeros(n, B, 1, b, Ls + G, dtype=torch.bool, device=dev)
+            drop[..., :Ls] = k_out[:, :, None, None, :] | q_out[:, :, None, :, None]
+            drop[..., Ls:] = q_out[:, :, None, :, None]
         if G:
             i = torch.arange(t0, t0 + n * b, device=dev)[None, :, None]    # query positions
             gap = i - idx[:, None, :]                                      # (B, n*b, G)
             ok_g = valid[:, None, :] & ~_local(gap, window, causal, dilation)  # not already in the window
             if causal:
                 ok_g &= gap >= 0                                           # no future global key
-            g_bias = torch.zeros(ok_g.shape, dtype=acc, device=dev).masked_fill_(~ok_g, MASKED)
-            s5[..., Ls:].add_(g_bias.view(B, n, b, G).transpose(0, 1)[:, :, None])  # (n, B, 1, b, G)
+            g_out = (~ok_g).view(B, n, b, G).transpose(0, 1)[:, :, None]   # (n, B, 1, b, G)
+            if drop is None:
+                s5[..., Ls:].masked_fill_(g_out, float("-inf"))
+            else:
+                drop[..., Ls:] |= g_out
+        if drop is not None:
+            s5.masked_fill_(drop, float("-inf"))
         p = torch.softmax(s, dim=-1)                                       # (n*B*H, b, Ls+G)
+        if drop is not None:                                               # empty rows: 0, not NaN
+            p = p.view(n, B, H, b, Ls + G)
+            p = (p.masked_fill_(drop, 0) if inplace else p.masked_fill(drop, 0)).view(M, b, Ls + G)
         p_drop = F.dropout(p, dropout_p) if dropout_p > 0 else p
         o = None
         for j in range(ns):                                                # o: (n*B*H, b, Dh)
@@ -212,29 +232,21 @@ def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
         if return_weights:
             p_chunk = p.view(n, B, H, b, Ls + G).permute(1, 2, 0, 3, 4).reshape(B, H, n * b, Ls + G)  # (B, H, n*b, Ls+G)
             weight_rows.append(_weights_chunk(p_chunk[:, :, :min(T - t0, n * b)], idx, t0, b, r, Ls, T))
+        del s, s5, p, p_drop                                               # before the next chunk's scores
     out = (out if out is not None else torch.cat(outs, dim=1))[:, :T].view(B, H, T, Dh)  # (B, H, T, Dh)
 
-    inplace = not (grad or return_weights)                                 # out is our own buffer then
     if G:
         p_rows = global_row_probs(q, k, idx, valid, key_padding_mask, causal, scale, acc)  # (B, H, G, T)
         p_rows_drop = F.dropout(p_rows, dropout_p) if dropout_p > 0 else p_rows
-        g_out = p_rows_drop @ v.to(acc)                                    # (B, H, G, Dh)
-        if inplace:
-            bi, gi = valid.nonzero(as_tuple=True)                          # real global slots
-            out[bi, :, idx[bi, gi]] = g_out[bi, :, gi]
-        else:
-            out = scatter_rows(out, idx, valid, g_out)                     # (B, H, T, Dh)
-    if has_pad:                                                            # padded queries read nothing
-        pad = key_padding_mask[:, None, :, None]
-        out = out.masked_fill_(pad, 0.0) if inplace else out.masked_fill(pad, 0.0)
+        v_rows = v.to(acc).masked_fill(key_out[:, None, :, None], 0) if has_pad else v.to(acc)  # (B, H, T, Dh)
+        g_out = p_rows_drop @ v_rows                                       # (B, H, G, Dh)
+        out = write_global_rows(out, idx, valid, g_out, inplace=inplace)   # (B, H, T, Dh)
     out = out.to(q.dtype).contiguous()
     if not return_weights:
         return out
     weights = torch.cat(weight_rows, dim=2)                                # (B, H, T, T)
     if G:
         weights = scatter_rows(weights, idx, valid, p_rows)
-    if has_pad:
-        weights = weights.masked_fill(key_padding_mask[:, None, :, None], 0.0)
     return out, weights
 
 
