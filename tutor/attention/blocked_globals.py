@@ -42,9 +42,9 @@ def global_row_allowed(plan: BlockedPlan) -> Tensor:
 def global_row_scores(plan: BlockedPlan, q: Tensor, k: Tensor) -> Tuple[Tensor, Tensor]:
     """Scores of the global queries against every key, -inf where not allowed: (B, H, G, T) in ``acc``.
 
-    Also returns the global queries ``qg`` (B, H, G, Dh) in ``acc``, unscaled.
+    Also returns the global queries ``qg`` (B, H, G, Dh) in ``acc``, unscaled, zero in invalid slots.
     """
-    qg = gather_tokens(q, plan.idx).to(plan.acc)                          # (B, H, G, Dh)
+    qg = gather_tokens(q, plan.idx).to(plan.acc).masked_fill(~plan.valid[:, None, :, None], 0)  # (B, H, G, Dh)
     s = (qg @ padded_to_zero(plan, k).transpose(-1, -2)).mul_(plan.scale)  # (B, H, G, T)
     return s.masked_fill(~global_row_allowed(plan), NEG_INF), qg
 

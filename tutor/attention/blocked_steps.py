@@ -130,9 +130,14 @@ def blocks(x: Tensor, lo: int, hi: int, b: int, dtype) -> Tensor:
 
 
 def query_blocks(plan: BlockedPlan, q: Tensor, n0: int, n1: int) -> Tensor:
-    """The chunk's queries times ``scale``: (n*B*H, b, Dh)."""
+    """The chunk's queries times ``scale``: (n*B*H, b, Dh), zero at padded positions (they read nothing)."""
     b = plan.b
-    return blocks(q, n0 * b, n1 * b, b, plan.mm).mul_(plan.scale).view(-1, b, plan.Dh)
+    qb = blocks(q, n0 * b, n1 * b, b, plan.mm).mul_(plan.scale)            # (n, B*H, b, Dh)
+    if plan.has_pad:
+        n = n1 - n0
+        pad = edge_slice(plan.pad, n0 * b, n1 * b, True).view(plan.B, n, b).transpose(0, 1)  # (n, B, b)
+        qb.view(n, plan.B, plan.H, b, plan.Dh).masked_fill_(pad[:, :, None, :, None], 0)
+    return qb.view(-1, b, plan.Dh)
 
 
 def key_blocks(plan: BlockedPlan, x: Tensor, n0: int, n1: int) -> Tensor:
