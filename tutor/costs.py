@@ -143,10 +143,10 @@ def attention_cost(impl: str, T: int, window: int, G: int = 0, *, B: int = 1, H:
       scores, exponentials) and the (B, T, T) bool mask;
     * unfold: one (B, H, T, 2w+1, Dh) window made contiguous for a matmul at a time, three
       ``BHT (2w+1+G)`` score-sized tensors and the ``BHGT`` probabilities of the global rows;
-    * hybrid: per chunk of ``n`` blocks (:func:`blocks_per_chunk`) three ``BH n b (S+G)``
-      score-sized tensors (the pieces, their concatenation, the probabilities) and, when there is a
-      next chunk, its pieces (a chunk's tensors are released only as the next one's replace them), the
-      chunk's q and output blocks and its ``n + S/b - 1`` K and V blocks, and the global rows.
+    * hybrid: per chunk of ``n`` blocks (:func:`blocks_per_chunk`) two ``BH n b (S+G)``
+      score-sized tensors (the pieces and their concatenation, then the scores and the
+      probabilities; a chunk's tensors are released before the next chunk's), the chunk's q and
+      output blocks and its ``n + S/b - 1`` K blocks (its V blocks replace them), and the global rows.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -170,9 +170,8 @@ def attention_cost(impl: str, T: int, window: int, G: int = 0, *, B: int = 1, H:
         n = min(nb, blocks_per_chunk(BH, b, S, G))
         scores = BH * n * b * (S + G)                                      # (n*B*H, b, S+G)
         macs = BH * Dh * (nb * b * (S + G) + G * T)
-        after = BH * min(n, nb - n) * b * (S + G)                          # the next chunk's scores
-        elems = (3 * scores + after
-                 + BH * Dh * (2 * n * b + 2 * (n + S // b - 1) * b)       # q, out blocks; K, V blocks
+        elems = (2 * scores
+                 + BH * Dh * (2 * n * b + (n + S // b - 1) * b)           # q, out blocks; K (then V) blocks
                  + BH * G * T)                                             # global rows' probabilities
         mask_bytes = 0
     return {"flops": 4.0 * macs, "memory_bytes": float((io + elems) * bytes_per_element + mask_bytes)}

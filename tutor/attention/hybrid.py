@@ -1,7 +1,9 @@
 """``hybrid_attention``: one entry point over the memory-linear backends.
 
 * ``blocked`` - pure PyTorch, query blocks against key spans (:mod:`.blocked`); every device,
-  every dtype, autograd, weights, dropout.
+  every dtype, weights, dropout. Training uses its memory-lean backward pass (each chunk
+  recomputed from one log-sum-exp per row, :mod:`.lean_backward`); dropout and weights train
+  under plain autograd.
 * ``flex``    - compiled FlexAttention with a sparse BlockMask (:mod:`.flex`); CPU inference,
   CUDA inference and training.
 * ``triton``  - a FlashAttention-style Triton kernel (:mod:`.triton_kernel`); forward only.
@@ -66,7 +68,7 @@ def triton_backend_fn(*args, **kwargs):
 
 BACKENDS: Dict[str, Backend] = {
     "blocked": Backend("blocked", blocked_hybrid_attention, _blocked_why_not,
-                       "pure PyTorch query blocks x key spans; any device and dtype, autograd",
+                       "pure PyTorch query blocks x key spans; any device and dtype, memory-lean backward",
                        frozenset({"dilation"})),
     "flex": Backend("flex", flex_hybrid_attention, flex_why_not,
                     "compiled FlexAttention, sparse BlockMask; CPU inference, CUDA train+infer",
@@ -115,7 +117,8 @@ def auto_order(q: Tensor, needs_grad: bool) -> Tuple[str, ...]:
     CUDA: Triton then flex for inference, flex then blocked for training (the usual ranking of
     fused kernels over eager PyTorch; not measured here, no GPU was available). CPU: blocked,
     always: measured faster than compiled FlexAttention for w = 32..256 in float32, float16
-    and bfloat16 (docs/benchmarks/cpu.md), and it never waits for a compiler.
+    and bfloat16 (docs/benchmarks/cpu.md), and it never waits for a compiler; with a gradient
+    it trains through the lean backward pass (docs/benchmarks/train_cpu.md).
     """
     dev = q.device.type
     if dev == "cuda":
