@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from tutor import conventions as cv
+from tutor.interop import local_attention_reads, longformer_reads
 from tutor.masks import create_mask, hybrid_mask
 
 SMALL = settings(max_examples=25, deadline=None)
@@ -18,15 +19,11 @@ SMALL = settings(max_examples=25, deadline=None)
 local_attention = pytest.importorskip("local_attention")
 
 
-def local_attention_reads(T, mask=None, **settings_):
-    """(T, T) bool: keys each query of ``LocalAttention(**settings_)`` reads, and the output rows."""
+def local_attention_output(T, mask=None, **settings_):
+    """(T, T): output rows of ``LocalAttention(**settings_)`` on the probe (row sums show where mass went)."""
     layer = local_attention.LocalAttention(**settings_).eval()
-    q = torch.zeros(1, T, T)                                              # (b, n, d): equal scores
-    k = torch.randn(1, T, T, generator=torch.Generator().manual_seed(0))
-    v = torch.eye(T)[None]                                                # (1, n, n): value of key j = e_j
     with torch.no_grad():
-        out = layer(q, k, v, mask=mask)[0]                                # (T, T)
-    return out > 0, out
+        return layer(torch.zeros(1, T, T), torch.zeros(1, T, T), torch.eye(T)[None], mask=mask)[0]
 
 
 @SMALL
@@ -34,8 +31,7 @@ def local_attention_reads(T, mask=None, **settings_):
 def test_local_attention_converted_setting_selects_our_pairs(w, n, causal):
     settings_ = cv.to_local_attention(w, causal=causal)
     T = settings_["window_size"] * n
-    reads, _ = local_attention_reads(T, **settings_)
-    assert torch.equal(reads, hybrid_mask(T, w, causal=causal)[0])
+    assert torch.equal(local_attention_reads(T, **settings_), hybrid_mask(T, w, causal=causal)[0])
 
 
 @SMALL
@@ -44,8 +40,8 @@ def test_local_attention_converted_setting_selects_our_pairs(w, n, causal):
 def test_local_attention_pairs_formula_is_the_library(ws, n, back, fwd, exact, causal):
     T = ws * n
     fwd = 0 if causal else fwd
-    reads, _ = local_attention_reads(T, window_size=ws, look_backward=back, look_forward=fwd,
-                                     exact_windowsize=exact, causal=causal)
+    reads = local_attention_reads(T, window_size=ws, look_backward=back, look_forward=fwd,
+                                  exact_windowsize=exact, causal=causal)
     assert torch.equal(reads, cv.local_attention_pairs(T, ws, back, fwd, exact, causal))
 
 
@@ -53,48 +49,26 @@ def test_local_attention_autopad_needs_a_mask():
     """T not a multiple of window_size: autopad adds zero keys that are read unless a mask says not."""
     w, T = 3, 10
     settings_ = {**cv.to_local_attention(w), "autopad": True}
-    reads, out = local_attention_reads(T, mask=torch.ones(1, T, dtype=torch.bool), **settings_)
-    assert torch.equal(reads, hybrid_mask(T, w)[0])
-    torch.testing.assert_close(out.sum(-1), torch.ones(T))
-    _, unmasked = local_attention_reads(T, **settings_)
+    mask = torch.ones(1, T, dtype=torch.bool)
+    assert torch.equal(local_attention_reads(T, mask=mask, **settings_), hybrid_mask(T, w)[0])
+    torch.testing.assert_close(local_attention_output(T, mask=mask, **settings_).sum(-1), torch.ones(T))
+    unmasked = local_attention_output(T, **settings_)
     assert unmasked.sum(-1)[-1] < 0.99                                   # probability went to padding keys
 
 
 def test_bucketed_window_is_not_a_sliding_window():
-    reads, _ = local_attention_reads(12, window_size=4, look_backward=1, look_forward=1)
+    reads = local_attention_reads(12, window_size=4, look_backward=1, look_forward=1)
     reach = [int(reads[i].nonzero().max()) - i for i in range(12)]
     assert len(set(reach[:8])) > 1                                        # right reach depends on the bucket slot
 
 
 # --------------------------------------------------------------------------- transformers
-transformers = pytest.importorskip("transformers")
-from transformers import LongformerConfig                                  # noqa: E402
-from transformers.models.longformer.modeling_longformer import LongformerSelfAttention   # noqa: E402
+@pytest.fixture
+def transformers():
+    return pytest.importorskip("transformers")
 
 
-def longformer_reads(T, attention_window, global_mask, key_padding_mask):
-    """(B, T, T) bool: keys each query of LongformerSelfAttention reads (masks as LongformerModel passes them)."""
-    config = LongformerConfig(hidden_size=T, num_attention_heads=1, attention_window=[attention_window],
-                              attention_probs_dropout_prob=0.0)
-    attn = LongformerSelfAttention(config, layer_id=0).eval()
-    with torch.no_grad():
-        for lin in (attn.query, attn.query_global):                      # zero queries: equal scores
-            lin.weight.zero_(), lin.bias.zero_()
-        for lin in (attn.value, attn.value_global):                      # identity values
-            lin.weight.copy_(torch.eye(T)), lin.bias.zero_()
-    B = global_mask.shape[0]
-    big = torch.finfo(torch.float32)
-    internal = torch.zeros(B, T)                                          # LongformerModel: 0 local,
-    internal[key_padding_mask] = big.min                                  # min padding,
-    internal[global_mask & ~key_padding_mask] = big.max                   # max global
-    x = torch.eye(T).expand(B, T, T).contiguous()                         # hidden state of token j = e_j
-    with torch.no_grad():
-        out = attn(x, attention_mask=internal, is_index_masked=internal < 0,
-                   is_index_global_attn=internal > 0, is_global_attn=bool((internal > 0).any()))[0]
-    return out > 0                                                        # (B, T, T)
-
-
-def test_longformer_attention_window_2_fails_inside_transformers():
+def test_longformer_attention_window_2_fails_inside_transformers(transformers):
     """A transformers bug, not ours: window_overlap = 1 breaks its chunked diagonal copy."""
     T = 4
     with pytest.raises(RuntimeError):
@@ -104,6 +78,7 @@ def test_longformer_attention_window_2_fails_inside_transformers():
 @SMALL
 @given(w=st.integers(2, 4), n=st.integers(1, 3), data=st.data())
 def test_longformer_converted_setting_selects_our_pairs(w, n, data):
+    pytest.importorskip("transformers")
     aw = cv.to_longformer(w)
     T = aw * n                                                            # LongformerModel pads T to this
     flags = st.lists(st.booleans(), min_size=T, max_size=T)
@@ -113,7 +88,7 @@ def test_longformer_converted_setting_selects_our_pairs(w, n, data):
     assert torch.equal(longformer_reads(T, aw, g, pad), hybrid_mask(T, cv.from_longformer(aw), g, pad))
 
 
-def test_longformer_masks_as_the_model_merges_them():
+def test_longformer_masks_as_the_model_merges_them(transformers):
     """to_longformer_masks -> LongformerModel's own merge -> the same padding and global flags back."""
     from transformers import LongformerModel
     g = torch.tensor([[True, False, True, False], [False, False, True, True]])
@@ -123,7 +98,7 @@ def test_longformer_masks_as_the_model_merges_them():
     assert torch.equal(merged == 0, pad) and torch.equal(merged == 2, g & ~pad)
 
 
-def test_qa_global_tokens_as_transformers_chooses_them():
+def test_qa_global_tokens_as_transformers_chooses_them(transformers):
     from transformers.models.longformer.modeling_longformer import _compute_global_attention_mask
     sep = 2
     ids = torch.tensor([[0, 11, 12, sep, sep, 20, 21, sep], [0, 13, sep, sep, 22, 23, 24, sep]])
@@ -132,7 +107,7 @@ def test_qa_global_tokens_as_transformers_chooses_them():
 
 
 @pytest.mark.parametrize("sw", [1, 2, 5])
-def test_transformers_sliding_window_masks(sw):
+def test_transformers_sliding_window_masks(sw, transformers):
     from transformers import masking_utils as mu
     T = 12
     causal = create_mask(mu.sliding_window_causal_mask_function(sw), 1, T)[0]
