@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from strategies import single_thread  # noqa: F401 (fixture)
@@ -83,6 +84,28 @@ def test_one_layer_against_longformer_self_attention(hf_model, n_global):
     glob[1, : n_global // 2] = True
     pad = torch.zeros(B, T, dtype=torch.bool)
     pad[1, 12:] = True
+    big = torch.finfo(torch.float32)
+    internal = torch.zeros(B, T).masked_fill(pad, big.min).masked_fill(glob & ~pad, big.max)
+    with torch.no_grad():
+        want = hf_attn(x, attention_mask=internal, is_index_masked=internal < 0, is_index_global_attn=internal > 0,
+                       is_global_attn=bool((internal > 0).any()))[0]
+        got = layer(x, global_mask=glob, key_padding_mask=pad)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(w=st.integers(2, 4), n=st.integers(1, 3), data=st.data())
+def test_layer_equals_longformer_on_random_shapes_and_masks(w, n, data):
+    """Any window, global tokens anywhere (none to all), tail padding (none to all but one)."""
+    torch.manual_seed(w * 10 + n)
+    hf_attn = LongformerModel(small_config(attention_window=2 * w, num_hidden_layers=1)).encoder.layer[0].attention.self
+    layer = HybridSparseAttention.from_longformer(hf_attn)
+    B, T = 2, 2 * w * n
+    glob = torch.tensor([data.draw(st.lists(st.booleans(), min_size=T, max_size=T)) for _ in range(B)])
+    pad = torch.zeros(B, T, dtype=torch.bool)
+    for b in range(B):
+        pad[b, T - data.draw(st.integers(0, T - 1)):] = True
+    x = torch.randn(B, T, 32)
     big = torch.finfo(torch.float32)
     internal = torch.zeros(B, T).masked_fill(pad, big.min).masked_fill(glob & ~pad, big.max)
     with torch.no_grad():
