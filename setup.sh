@@ -7,7 +7,8 @@
 # Steps, each skipped when already done:
 #   1. torch, CPU build, first (so step 2 never pulls CUDA wheels): pip install "$TORCH_SPEC"
 #   2. pip install -e ".[dev]"   (the tutor package, notebooks' and tests' dependencies);
-#      on Linux x86-64 ".[dev,gpu]": triton, whose interpreter runs the Triton kernel's tests on CPU.
+#      on Linux x86-64 ".[dev,gpu]": triton, whose interpreter runs the Triton kernel's tests on CPU;
+#      with TUTOR_PEERS=1 also "peers": transformers and local-attention (notebook 09, tutor.interop).
 #      Skipped when .setup-stamp shows the same Python, extras and pyproject.toml installed from
 #      this checkout last time (delete .setup-stamp to force it)
 #   3. Debian's chromium for the browser tests (apt-get, as root only; skipped otherwise)
@@ -22,6 +23,8 @@
 #                     torch is the CUDA build; for the CPU build use
 #                     TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash setup.sh
 #   TUTOR_SKIP_CHROMIUM=1   do not install chromium (browser tests then skip)
+#   TUTOR_PEERS=1     also install the `peers` extra (transformers, local-attention): notebook 09's
+#                     Longformer parts and the interop tests, which skip without it
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -75,6 +78,9 @@ fi
 extras="dev"
 if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
     extras="dev,gpu"   # triton has wheels only there; its interpreter tests the kernel on CPU
+fi
+if [ "${TUTOR_PEERS:-0}" = 1 ]; then
+    extras="$extras,peers"   # transformers and local-attention: notebook 09 and tutor.interop
 fi
 STAMP=.setup-stamp   # (git-ignored) what the last install of step 2 was: skip it when nothing changed
 stamp_now() {

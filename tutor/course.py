@@ -42,6 +42,8 @@ NOTEBOOKS: Tuple[Notebook, ...] = (
              "A small encoder on a long-range task: local-only stays at chance, local + global solves it."),
     Notebook(8, "08_beyond_one_device.ipynb", "Beyond one device: sequence parallelism",
              "Shard one sequence over ranks: halo exchange, all-gathered globals, merged global rows, on torch.distributed."),
+    Notebook(9, "09_into_real_models.ipynb", "Into real models: conventions and a Longformer swap",
+             "Every library's window in our words, the off-by-one fixed, our layer inside a Hugging Face Longformer."),
 )
 
 
