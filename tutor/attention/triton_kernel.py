@@ -196,7 +196,9 @@ class TritonHybridFunction(torch.autograd.Function):
                                    block_m, block_n)
         ctx.save_for_backward(q, k, v, out, lse, idx, valid, key_padding_mask)
         ctx.opts = dict(window=window, causal=causal, scale=scale)
-        ctx.blocks = _blocks(q, q.shape[-1], block_m, block_n)[:2]
+        bm, bn, bd = _blocks(q, q.shape[-1], block_m, block_n)
+        cap = 64 if bd <= 64 else (32 if bd <= 128 else 16)              # backward tiles hold dk, dv too
+        ctx.blocks = (min(bm, cap), min(bn, cap))
         ctx.mark_non_differentiable(lse)
         return out, lse
 
