@@ -33,7 +33,7 @@ def test_questions_ids_order_and_counts():
     assert len(ids) == len(set(ids)) >= 15
     assert ids == sorted(ids, key=lambda s: (s[:2], int(s.split(".q")[1])))
     per_notebook = exercises.notebook_questions()
-    assert sorted(per_notebook) == ["00", "01", "02", "03", "04", "05", "06", "08", "09"]
+    assert sorted(per_notebook) == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"]
     assert all(len(qs) >= 3 for qs in per_notebook.values())
     q = exercises.question("03.q2")
     assert q.id == "03.q2" and callable(q.reference)

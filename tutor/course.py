@@ -1,4 +1,4 @@
-"""The course map: the seven notebooks, in order, as data.
+"""The course map: the notebooks, in order, as data.
 
 ``NOTEBOOKS`` is the single list the command line (``python -m tutor``), the README and the
 tests agree on. ``course_map(root)`` pairs each notebook with whether its file (and its exercise
@@ -40,6 +40,8 @@ NOTEBOOKS: Tuple[Notebook, ...] = (
              "Dilated, causal, block, BigBird and LSH patterns as mask factories: masks, costs, backends."),
     Notebook(6, "06_training_with_sparse_attention.ipynb", "Training with sparse attention",
              "A small encoder on a long-range task: local-only stays at chance, local + global solves it."),
+    Notebook(7, "07_the_backward_pass.ipynb", "The backward pass",
+             "Derive dS = P * (dP - D), recompute P from one log-sum-exp per row, and train at long T in O(T) memory."),
     Notebook(8, "08_beyond_one_device.ipynb", "Beyond one device: sequence parallelism",
              "Shard one sequence over ranks: halo exchange, all-gathered globals, merged global rows, on torch.distributed."),
     Notebook(9, "09_into_real_models.ipynb", "Into real models: conventions and a Longformer swap",

@@ -6,7 +6,8 @@
   under plain autograd.
 * ``flex``    - compiled FlexAttention with a sparse BlockMask (:mod:`.flex`); CPU inference,
   CUDA inference and training.
-* ``triton``  - a FlashAttention-style Triton kernel (:mod:`.triton_kernel`); forward only.
+* ``triton``  - a FlashAttention-style Triton kernel (:mod:`.triton_kernel`), with a recomputing
+  backward kernel (:mod:`.triton_backward`); CUDA inference and training.
 
 Every backend module names its entry point ``<backend>_hybrid_attention`` (same arguments as
 :func:`hybrid_attention`, minus ``backend``): :func:`~.blocked.blocked_hybrid_attention`,
@@ -74,7 +75,7 @@ BACKENDS: Dict[str, Backend] = {
                     "compiled FlexAttention, sparse BlockMask; CPU inference, CUDA train+infer",
                     frozenset({"dilation", "pattern"})),
     "triton": Backend("triton", triton_backend_fn, _triton_why_not,
-                      "FlashAttention-style Triton kernel; CUDA, forward only"),
+                      "FlashAttention-style Triton kernels; CUDA train+infer"),
 }
 
 #: backends that failed at run time under ``auto``: name -> the error, as text (see broken_backends)
@@ -114,15 +115,15 @@ def register_backend(backend: Backend, *, prefer_on: Tuple[str, ...] = ()) -> No
 def auto_order(q: Tensor, needs_grad: bool) -> Tuple[str, ...]:
     """Backends ``auto`` tries, fastest first, for q's device and grad need.
 
-    CUDA: Triton then flex for inference, flex then blocked for training (the usual ranking of
-    fused kernels over eager PyTorch; not measured here, no GPU was available). CPU: blocked,
+    CUDA: Triton, then flex, then blocked, for inference and training alike (the usual ranking
+    of fused kernels over eager PyTorch; not measured here, no GPU was available). CPU: blocked,
     always: measured faster than compiled FlexAttention for w = 32..256 in float32, float16
     and bfloat16 (docs/benchmarks/cpu.md), and it never waits for a compiler; with a gradient
     it trains through the lean backward pass (docs/benchmarks/train_cpu.md).
     """
     dev = q.device.type
     if dev == "cuda":
-        order = ("flex", "blocked") if needs_grad else ("triton", "flex", "blocked")
+        order = ("triton", "flex", "blocked")
     else:
         order = ("blocked",)
     return _PREFERRED.get(dev, ()) + order

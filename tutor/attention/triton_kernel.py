@@ -1,4 +1,4 @@
-"""A FlashAttention-style Triton kernel for hybrid local + global attention (forward only).
+"""A FlashAttention-style Triton kernel for hybrid local + global attention (forward; trains too).
 
 One program owns a tile of ``BLOCK_M`` queries of one (batch, head). It walks the key tiles of
 its band (keys ``m0 - w .. m0 + BLOCK_M - 1 + w``; only up to ``m0 + BLOCK_M - 1`` when causal),
@@ -14,6 +14,11 @@ The G global *rows* read every key: they are one dense pass in PyTorch (G x T), 
 their rows afterwards. Float32 inputs use IEEE float32 dot products (no TF32), to stay within
 the tolerance of the float32 reference.
 
+For training the kernel also writes each row's log-sum-exp ``lse`` (B, H, T) float32; the
+global rows get theirs from their dense pass. :class:`TritonHybridFunction` saves only
+``q, k, v``, the output and ``lse``, and its backward (:mod:`.triton_backward`) recomputes the
+probabilities tile by tile: O(T) memory for training as for inference.
+
 Triton is optional: without it this module still imports (so the kernel can be read), and
 :func:`triton_why_not` says why it cannot run. On CPU it runs only under ``TRITON_INTERPRET=1``
 (set before triton is imported): Triton's interpreter, slow, for tests on small shapes.
@@ -28,8 +33,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import check_inputs, needs_grad
-from .global_tokens import global_row_probs, global_slots, scatter_rows
+from torch.autograd.function import once_differentiable
+
+from ._checks import check_inputs, empty_result, needs_grad
+from .global_tokens import global_slots, scatter_rows
+from .triton_backward import global_rows_forward, hybrid_backward
 
 try:
     import triton
@@ -39,12 +47,13 @@ except ImportError:  # the kernel below stays readable; triton_why_not explains 
     tl = SimpleNamespace(constexpr=None)
 
 
-def hybrid_fwd_kernel(Q, K, V, O, PAD, GIDX, GVALID,
+def hybrid_fwd_kernel(Q, K, V, O, LSE, PAD, GIDX, GVALID,
                       stride_b, stride_h, stride_t, H, T, Dh, G, window, qk_scale,
                       CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, PRECISION: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                       BLOCK_G: tl.constexpr):
-    """Program (query tile, b*H + h): out rows of local + global attention, online softmax."""
+    """Program (query tile, b*H + h): out rows of local + global attention, online softmax;
+    LSE (B*H, T) float32 gets each row's log-sum-exp (natural log; -inf for a row with no key)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -117,6 +126,9 @@ def hybrid_fwd_kernel(Q, K, V, O, PAD, GIDX, GVALID,
         m_i = m_new
 
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]                       # empty rows stay 0
+    lse = tl.where(l_i > 0, (m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0))) * 0.6931471805599453,
+                   float("-inf"))                                          # log2 -> natural log
+    tl.store(LSE + pid_bh * T + offs_m, lse, mask=offs_m < T)
     tl.store(O + base + offs_m[:, None] * stride_t + offs_d[None, :], out.to(O.dtype.element_ty),
              mask=(offs_m[:, None] < T) & d_ok)
 
@@ -125,11 +137,10 @@ _jitted = triton.jit(hybrid_fwd_kernel) if triton is not None else None
 
 
 def triton_why_not(q: Tensor, needs_grad: bool, return_weights: bool, dropout: bool = False) -> Optional[str]:
-    """Why the Triton backend cannot run these inputs (None when it can)."""
+    """Why the Triton backend cannot run these inputs (None when it can). It trains too:
+    ``needs_grad`` no longer excludes it (the backward is :mod:`.triton_backward`)."""
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed (pip install triton)"
-    if needs_grad:
-        return "forward only: the Triton kernel has no backward; use backend='flex' or 'blocked' to train"
     if return_weights:
         return "the Triton kernel never materializes the (T, T) weights; use return_weights=False"
     if dropout:
@@ -145,37 +156,96 @@ def triton_why_not(q: Tensor, needs_grad: bool, return_weights: bool, dropout: b
     return None
 
 
-def triton_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
-                            global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
-                            causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
-                            block_m: Optional[int] = None, block_n: Optional[int] = None) -> Tensor:
-    """SPEC.md attention with the Triton kernel. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh)."""
-    window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale)
-    grad = needs_grad(q, k, v)
-    reason = triton_why_not(q, grad, return_weights)
-    if reason is not None:
-        raise ValueError(f"backend='triton' cannot run here: {reason}")
+def _blocks(q: Tensor, Dh: int, block_m: Optional[int], block_n: Optional[int]):
+    """Tile sizes: small under the interpreter, 64 (32 for Dh > 64) keys per tile on a GPU."""
+    interpreting = q.device.type == "cpu"
+    block_d = max(16, triton.next_power_of_2(Dh))
+    return (block_m or (32 if interpreting else 64),
+            block_n or (32 if interpreting else (64 if block_d <= 64 else 32)), block_d)
+
+
+def _launch_forward(q, k, v, window, idx, valid, key_padding_mask, causal, scale, block_m, block_n):
+    """The kernel plus the global rows: out (B, H, T, Dh) and lse (B, H, T) float32; q, k, v contiguous."""
     B, H, T, Dh = q.shape
-    q, k, v = (x.contiguous() for x in (q, k, v))                          # one (B, H, T, Dh) layout
-    idx, valid = global_slots(global_mask, key_padding_mask, B, T, q.device)  # (B, G), (B, G)
     G = idx.shape[1]
     pad = (key_padding_mask if key_padding_mask is not None
            else torch.zeros(B, T, dtype=torch.bool, device=q.device)).to(torch.int8).contiguous()
-    interpreting = q.device.type == "cpu"
-    block_d = max(16, triton.next_power_of_2(Dh))
-    block_m = block_m or (32 if interpreting else 64)
-    block_n = block_n or (32 if interpreting else (64 if block_d <= 64 else 32))
+    block_m, block_n, block_d = _blocks(q, Dh, block_m, block_n)
     out = torch.empty_like(q)
+    lse = torch.empty(B, H, T, dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(T, block_m), B * H)
-    _jitted[grid](q, k, v, out, pad, idx.to(torch.int32).contiguous(), valid.to(torch.int8).contiguous(),
+    _jitted[grid](q, k, v, out, lse, pad, idx.to(torch.int32).contiguous(), valid.to(torch.int8).contiguous(),
                   q.stride(0), q.stride(1), q.stride(2), H, T, Dh, G, window,
                   scale * 1.4426950408889634,                               # exp(x) = exp2(x * log2 e)
                   CAUSAL=bool(causal), HAS_PAD=key_padding_mask is not None,
                   PRECISION="ieee" if q.dtype == torch.float32 else None,
                   BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_G=16)
-    if G:
-        acc = torch.float32
-        p_rows = global_row_probs(q, k, idx, valid, key_padding_mask, causal, scale, acc)  # (B, H, G, T)
-        out = scatter_rows(out, idx, valid, p_rows @ v.to(acc))           # (B, H, T, Dh)
-    return out
+    if G:                                                                  # global rows: one G x T pass
+        rows, lse_rows = global_rows_forward(q, k, v, idx, valid, key_padding_mask, causal, scale)
+        out = scatter_rows(out, idx, valid, rows)                          # (B, H, T, Dh)
+        lse = scatter_rows(lse[..., None], idx, valid, lse_rows[..., None])[..., 0].contiguous()  # (B, H, T)
+    return out, lse
+
+
+class TritonHybridFunction(torch.autograd.Function):
+    """Forward: the kernel, saving only q, k, v, out and lse. Backward: :func:`hybrid_backward`."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, window, idx, valid, key_padding_mask, causal, scale, block_m, block_n):
+        out, lse = _launch_forward(q, k, v, window, idx, valid, key_padding_mask, causal, scale,
+                                   block_m, block_n)
+        ctx.save_for_backward(q, k, v, out, lse, idx, valid, key_padding_mask)
+        ctx.opts = dict(window=window, causal=causal, scale=scale)
+        bm, bn, bd = _blocks(q, q.shape[-1], block_m, block_n)
+        cap = 64 if bd <= 64 else (32 if bd <= 128 else 16)              # backward tiles hold dk, dv too
+        ctx.blocks = (min(bm, cap), min(bn, cap))
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse, idx, valid, key_padding_mask = ctx.saved_tensors
+        o = ctx.opts
+        dq, dk, dv = hybrid_backward(q, k, v, out, lse, dout, o["window"], idx, valid, key_padding_mask,
+                                     causal=o["causal"], scale=o["scale"],
+                                     block_m=ctx.blocks[0], block_n=ctx.blocks[1])
+        return dq, dk, dv, None, None, None, None, None, None, None, None
+
+
+def triton_hybrid_forward(q: Tensor, k: Tensor, v: Tensor, window: int,
+                          global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
+                          causal: bool = False, scale: Optional[float] = None,
+                          block_m: Optional[int] = None, block_n: Optional[int] = None):
+    """Output (B, H, T, Dh) and per-row log-sum-exp (B, H, T) float32 of the scores over each row's
+    allowed keys (natural log; -inf for a row with no key). Differentiable in q, k, v (not in lse)."""
+    window, global_mask, key_padding_mask, scale = check_inputs(
+        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal)
+    reason = triton_why_not(q, needs_grad(q, k, v), False)
+    if reason is not None:
+        raise ValueError(f"backend='triton' cannot run here: {reason}")
+    B, H, T, Dh = q.shape
+    if q.numel() == 0:                                                     # B = 0 or H = 0: no tile to run
+        return empty_result(q, k, v, False), q.new_zeros(B, H, T, dtype=torch.float32)
+    q, k, v = (x.contiguous() for x in (q, k, v))                          # one (B, H, T, Dh) layout
+    idx, valid = global_slots(global_mask, key_padding_mask, B, T, q.device)  # (B, G), (B, G)
+    return TritonHybridFunction.apply(q, k, v, window, idx, valid, key_padding_mask, bool(causal), scale,
+                                      block_m, block_n)
+
+
+def triton_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
+                            global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
+                            causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
+                            block_m: Optional[int] = None, block_n: Optional[int] = None) -> Tensor:
+    """SPEC.md attention with the Triton kernel. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh).
+
+    Differentiable: the backward pass recomputes the probabilities from the saved per-row
+    log-sum-exp (:mod:`.triton_backward`), so training keeps O(T) memory too.
+    """
+    check_inputs(q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
+                 return_weights=return_weights)
+    reason = triton_why_not(q, needs_grad(q, k, v), return_weights)
+    if reason is not None:
+        raise ValueError(f"backend='triton' cannot run here: {reason}")
+    return triton_hybrid_forward(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
+                                 block_m=block_m, block_n=block_n)[0]

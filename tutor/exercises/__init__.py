@@ -21,7 +21,7 @@ from .problem import FunctionProblem, Problem, ValueProblem
 from .progress import keep_progress
 
 #: question modules, in course order
-MODULES = ("nb00", "nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb08", "nb09")
+MODULES = ("nb00", "nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07", "nb08", "nb09")
 
 __all__ = ["____", "question", "questions", "notebook_questions", "show_progress", "keep_progress", "Problem",
            "FunctionProblem", "ValueProblem", "Result", "is_blank", "MODULES"]
