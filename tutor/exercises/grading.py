@@ -147,7 +147,8 @@ def _grade(path: Path, own: list, blank: list, limits: Limits) -> NotebookGrade:
         return NotebookGrade(shown, "malformed", f"not a readable notebook ({type(exc).__name__})", blank)
     with NotebookKernel(nb, limits.cell, limits.notebook, limits.memory_mb, limits.nproc, limits.kernel) as k:
         # before any learner code: the stubs are in place from the first cell on
-        ready, why = k.run("__import__('tutor.exercises.child', fromlist=['install']).install()", limits.cell)
+        ready, why = k.run("__import__('tutor.exercises.child', fromlist=['install']).install()",
+                           max(limits.cell, 120))
         if ready != "ok":
             return NotebookGrade(shown, "error", f"the grader could not prepare the kernel ({ready} {why})", blank)
         status, note = k.run_notebook()

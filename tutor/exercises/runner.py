@@ -208,8 +208,8 @@ class NotebookKernel:
 
     def _kill_tree(self) -> None:
         process = self._process()
-        if process is not None and process.poll() is None:
-            try:
+        if process is not None and process.poll() is None and not _unshare_prefix():
+            try:                                         # (in a PID namespace SIGKILL below ends it all)
                 process.send_signal(signal.SIGTERM)      # the jail kills what it started, then exits
                 process.wait(2)
             except (OSError, subprocess.TimeoutExpired):
