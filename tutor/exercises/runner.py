@@ -120,8 +120,9 @@ def _clean_env(folder: Path, token: str) -> dict:
            "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(folder / ".mpl"), "IPYTHONDIR": str(folder / ".ipython"),
            "OMP_NUM_THREADS": "2", "TUTOR_PROGRESS_FILE": str(folder / "progress.json"), TOKEN_ENV: token,
            "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    if "TUTOR_CHECK_TIME_LIMIT" in os.environ:
-        env["TUTOR_CHECK_TIME_LIMIT"] = os.environ["TUTOR_CHECK_TIME_LIMIT"]
+    for name in ("TUTOR_CHECK_TIME_LIMIT", "OMP_WAIT_POLICY"):     # the only settings passed on
+        if name in os.environ:
+            env[name] = os.environ[name]
     return env
 
 
