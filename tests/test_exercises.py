@@ -45,7 +45,7 @@ def test_questions_ids_order_and_counts():
 
 @pytest.mark.parametrize("q", list(exercises.questions()), ids=lambda q: q.id)
 def test_reference_solution_and_placeholder(q):
-    assert q.check(q.reference).status == "correct"
+    assert q._check_trusted(q.reference).status == "correct"
     assert q.check(None).status == "not_attempted"
     assert q.check(____).status == "not_attempted"
     ns = {"torch": torch, "____": ____}
@@ -100,7 +100,7 @@ def test_a_checker_bug_is_reported_not_raised(monkeypatch):
     def broken_compare(got, expected, case):
         raise RuntimeError("checker bug")
     monkeypatch.setattr(type(q), "_compare", broken_compare)
-    r = q.check(q.reference)
+    r = q._check_trusted(q.reference)
     assert r.status == "incorrect" and "checker could not judge" in r.message
 
 

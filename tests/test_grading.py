@@ -55,9 +55,9 @@ def test_solutions_full_marks_exercises_nothing(tmp_path, capsys):
 @pytest.mark.slow
 def test_hanging_crashing_malformed_missing_and_tampered_notebooks(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TUTOR_CHECK_TIME_LIMIT", "1")          # read by the kernels' checker
-    hang = _notebook(tmp_path / "hang.ipynb", "x = 1", "while True:\n    pass", "print('never')")
-    crash = _notebook(tmp_path / "crash.ipynb", "x = 1", "import os\nos._exit(1)", "print('never')")
-    broken = tmp_path / "broken.ipynb"
+    hang = _notebook(tmp_path / "02_hang.ipynb", "x = 1", "while True:\n    pass", "print('never')")
+    crash = _notebook(tmp_path / "03_crash.ipynb", "x = 1", "import os\nos._exit(1)", "print('never')")
+    broken = tmp_path / "04_broken.ipynb"
     broken.write_text("{ this is not json")
     claimed = new_output("display_data", data={"text/plain": "00.q3 Correct: 768 is right."})
     tampered = _notebook(
@@ -69,19 +69,20 @@ def test_hanging_crashing_malformed_missing_and_tampered_notebooks(tmp_path, mon
         "1 / 0",
         'exercises.question("00.q3").check(700)',
         outputs={5: claimed})                                   # a stored output claiming success
-    after = _notebook(tmp_path / "after.ipynb", "print('still graded')")
+    after = _notebook(tmp_path / "05_after.ipynb", "print('still graded')")
     out, out2 = tmp_path / "grades.json", tmp_path / "grades2.json"
-    # torch-free notebooks with a short cell limit, then the tampered one with room to import torch
-    code = grading.main([str(hang), str(crash), str(broken), str(tmp_path / "missing.ipynb"), str(after),
+    # a short cell limit for the broken ones, then the tampered one with the default
+    code = grading.main([str(hang), str(crash), str(broken), str(tmp_path / "06_missing.ipynb"), str(after),
                          "--timeout", "3", "--jobs", "2", "--json", str(out)])
     code2 = grading.main([str(tampered), "--json", str(out2)])
     assert code == code2 == 0
     rows = {Path(n["path"]).name: n for f in (out, out2) for n in json.loads(f.read_text())["notebooks"]}
-    assert rows["hang.ipynb"]["status"] == "timeout" and "cell 2" in rows["hang.ipynb"]["note"]
-    assert rows["crash.ipynb"]["status"] == "kernel died" and "cell 2" in rows["crash.ipynb"]["note"]
-    assert rows["broken.ipynb"]["status"] == "malformed"
-    assert rows["missing.ipynb"]["status"] == "not found"
-    assert rows["after.ipynb"]["status"] == "graded" and rows["after.ipynb"]["questions"] == []
+    assert rows["02_hang.ipynb"]["status"] == "timeout" and "cell 2" in rows["02_hang.ipynb"]["note"]
+    assert rows["03_crash.ipynb"]["status"] == "kernel died" and "cell 2" in rows["03_crash.ipynb"]["note"]
+    assert rows["04_broken.ipynb"]["status"] == "malformed"
+    assert rows["06_missing.ipynb"]["status"] == "not found"
+    after = rows["05_after.ipynb"]
+    assert after["status"] == "graded" and {q["status"] for q in after["questions"]} == {"not_attempted"}
     t = rows["00_tampered.ipynb"]
     assert t["status"] == "graded" and "1 cell(s) raised an error" in t["note"]
     got = {q["id"]: q for q in t["questions"]}

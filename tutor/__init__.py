@@ -7,7 +7,8 @@ Importing ``tutor`` is cheap and has no side effects; submodules load on first u
 __version__ = "0.1.0"
 
 
-def progress():
-    """Show which exercise questions you have solved (see :mod:`tutor.exercises.progress`)."""
+def progress(notebook=None):
+    """Show which exercise questions you have solved; ``progress("03")``: those of notebook 03 only
+    (see :mod:`tutor.exercises.progress`)."""
     from .exercises.progress import show_progress
-    return show_progress()
+    return show_progress(notebook)

@@ -3,6 +3,7 @@
     python -m tutor                 # course map + environment check (same as `map`)
     python -m tutor grade exercises/   # grade your exercise notebooks (tutor.exercises.grading)
     python -m tutor bench ...       # time the implementations (tutor.bench)
+    python -m tutor progress [--notebook NN] [--reset]   # show or reset your exercise progress
 
 Exit codes: 0 all good; 1 the environment check found something missing (map), or what
 ``grade`` / ``bench`` returned; 2 usage error or a subcommand whose module is not installed.
@@ -16,7 +17,8 @@ from typing import List, Optional
 
 #: subcommands that hand their arguments, untouched, to ``<module>.main(argv) -> int``
 FORWARDED = {"grade": ("tutor.exercises.grading", "grade exercise notebooks; arguments go to the grader"),
-             "bench": ("tutor.bench", "benchmark the attention implementations; arguments go to tutor.bench")}
+             "bench": ("tutor.bench", "benchmark the attention implementations; arguments go to tutor.bench"),
+             "progress": ("tutor.exercises.progress", "show or reset your exercise progress")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     from tutor import __version__
     ap.add_argument("--version", action="version", version=f"tutor {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{map,grade,bench}")
+    sub = ap.add_subparsers(dest="command", metavar="{map,grade,bench,progress}")
     sub.add_parser("map", help="print the course map and check the environment (the default)")
     for name, (module, text) in FORWARDED.items():
         sub.add_parser(name, help=f"{text} (see `python -m tutor {name} --help`)", add_help=False)

@@ -53,7 +53,7 @@ def question(qid: str) -> Problem:
     raise ValueError(f"no question {qid!r}; the questions are: {known}")
 
 
-def show_progress() -> None:
-    """Display which questions you have solved (same as ``tutor.progress()``)."""
+def show_progress(notebook=None) -> None:
+    """Display which questions you have solved (same as ``tutor.progress(notebook)``)."""
     from .progress import show_progress as _show
-    _show()
+    _show(notebook)

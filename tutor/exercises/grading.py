@@ -1,11 +1,33 @@
-"""Grade exercise notebooks: ``python -m tutor grade PATH... [--json FILE] [--timeout S]``.
+"""Grade exercise notebooks: ``python -m tutor grade PATH... [--json FILE] [--timeout S] [--deadline S]``.
 
-Each notebook runs top to bottom in a fresh kernel (nbclient, a time limit per cell, errors allowed
-so one broken cell does not hide the questions after it). Every ``check()`` in that kernel appends
-its result to a file named by ``TUTOR_GRADE_RESULTS`` (see :mod:`tutor.exercises.progress`); the
-grader reads that file, never the stored outputs, which a learner can edit. A notebook that hangs,
-kills its kernel or is not a notebook at all gets a row that says so; the others are still graded.
-One point per question whose last check was correct.
+How a notebook is graded: it runs top to bottom in its own sandboxed kernel
+(:mod:`tutor.exercises.runner`), where the course's reference and forbidden functions are stubs and
+``check()`` only notes the answer (:mod:`tutor.exercises.child`). Then, in the grader's own process,
+each question's checker runs with the reference, the cases and the comparison that live here, and
+only the calls of the learner's function cross into the kernel and come back as plain data
+(:mod:`tutor.exercises.verdicts`). One point per question whose answer passes. A question counts
+only in the notebook of its own number (``03_*.ipynb`` for ``03.q*``); an unnumbered notebook and a
+second notebook with the same number in one folder get a row saying so and are not counted. A
+notebook that hangs, dies, breaks the grader or is not a notebook gets a row that says why; the
+table and the ``--json`` file are always written.
+
+Threat model. The learner controls everything that runs in the kernel: the notebook, any process it
+starts, and its view of the ``tutor`` package (it can patch, clone or re-execute anything there).
+The grader trusts only its own process: it never reads what the kernel prints or stores, never
+lets the kernel see an expected value, the grader's state or environment, and accepts back only
+plain data (``torch.load(weights_only=True)``, size-capped, no links). The kernel runs in a private
+temporary folder with a clean environment, as ``nobody`` when the grader is root, in a new PID
+namespace when ``unshare`` allows it (else a subreaper in its own session plus a sweep by an
+environment token), under address-space, process-count and file-size limits, a per-cell and a
+per-notebook deadline; all its processes are killed and its folder removed at the end.
+
+What this cannot stop: a learner who writes the answer from the course's own source (the package
+and the solutions are readable on disk) or digs the switched-off originals out of the stubs' module
+with introspection (that is copying, a matter of academic honesty, not a forged verdict); a kernel
+that burns its CPU share until its deadline; without a PID namespace and as the grader's own user,
+a kernel can signal the grader's processes and edit files the grader's user may write (run the
+grader as root, which drops the kernel to ``nobody``, or on a read-only checkout); two notebooks
+graded at once (``--jobs``) as the same user can see each other's temporary folders.
 """
 from __future__ import annotations
 
@@ -18,9 +40,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .progress import GRADE_ENV, PROGRESS_ENV
 
 STATUS_WORDS = {"correct": "correct", "incorrect": "incorrect", "not_attempted": "not attempted"}
 
@@ -52,91 +73,121 @@ class NotebookGrade:
 
 def find_notebooks(paths: Sequence[str]) -> List[Path]:
     """Files as given; folders give their ``*.ipynb`` (sorted, checkpoints skipped)."""
+    return [path for path, _ in _find_with_folders(paths)]
+
+
+def _find_with_folders(paths: Sequence[str]) -> List[Tuple[Path, str]]:
+    """``(notebook, submission)``: a folder argument is one submission, a file belongs to its folder."""
     found = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(x for x in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in x.parts)
+            found += [(x, str(p.resolve())) for x in sorted(p.rglob("*.ipynb"))
+                      if ".ipynb_checkpoints" not in x.parts]
         else:
-            found.append(p)
+            found.append((p, str(p.resolve().parent)))
     return found
 
 
-def _expected_ids(path: Path) -> List[str]:
-    from . import notebook_questions
+def _number(path: Path) -> Optional[str]:
     match = re.match(r"(\d\d)_", path.name)
-    return [q.id for q in notebook_questions().get(match.group(1), [])] if match else []
+    return match.group(1) if match else None
 
 
-def _read_records(results: Path) -> Dict[str, dict]:
-    """The last record of each known question id written by the kernel."""
-    from . import questions
-    known = {q.id for q in questions()}
-    records: Dict[str, dict] = {}
-    if not results.exists():
-        return records
-    for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("id") in known and rec.get("status") in STATUS_WORDS:
-            records[rec["id"]] = rec
-    return records
+def _own_questions(path: Path) -> list:
+    from . import notebook_questions
+    number = _number(path)
+    return list(notebook_questions().get(number, [])) if number else []
 
 
-def _execute(nb, path: Path, timeout: int, kernel: str, env: dict) -> tuple:
-    """Run ``nb`` in a fresh kernel; returns ``(status, note)``."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    running = {"cell": 0}
-
-    def started(cell, cell_index):
-        running["cell"] = cell_index + 1
-
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, allow_errors=True,
-                            shutdown_kernel="immediate", on_cell_execute=started,
-                            resources={"metadata": {"path": str(path.parent.resolve())}})
-    try:
-        client.execute(env=env)
-    except CellTimeoutError:
-        return "timeout", f"cell {running['cell']} ran past the {timeout} s limit and was stopped"
-    except DeadKernelError:
-        return "kernel died", f"the kernel died while running cell {running['cell']}"
-    except Exception as exc:  # report it and go on with the other notebooks
-        return "error", f"could not run: {type(exc).__name__}: {str(exc)[:200]}"
-    errors = sum(1 for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error")
-    return "graded", f"{errors} cell(s) raised an error" if errors else ""
-
-
-def grade_notebook(path: Path, timeout: int = 60, kernel: str = "python3") -> NotebookGrade:
-    """Execute one notebook and grade the checks it ran."""
-    import nbformat
-    path = Path(path)
-    shown = str(path)
+def _shown(path: Path) -> str:
     if path.is_absolute() and not os.path.relpath(path).startswith(".."):
-        shown = os.path.relpath(path)
-    expected = _expected_ids(path)
-    blank = [QuestionGrade(qid, "not_attempted", 0, 1) for qid in expected]
+        return os.path.relpath(path)
+    return str(path)
+
+
+@dataclass
+class Limits:
+    """Per-cell and per-notebook wall-clock limits (s), memory (MiB) and processes of one kernel."""
+    cell: float = 60
+    notebook: float = 600
+    memory_mb: int = 4096
+    nproc: int = 256
+    kernel: str = "python3"
+
+
+def grade_notebook(path: Path, timeout: float = 60, kernel: str = "python3",
+                   limits: Optional[Limits] = None) -> NotebookGrade:
+    """Run one notebook in a sandboxed kernel and judge its own questions here."""
+    limits = limits or Limits(cell=timeout, kernel=kernel)
+    path = Path(path)
+    own = _own_questions(path)
+    blank = [QuestionGrade(q.id, "not_attempted", 0, 1) for q in own]
+    try:
+        return _grade(path, own, blank, limits)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:      # a grader error on one notebook is that notebook's row
+        return NotebookGrade(_shown(path), "error", f"the grader failed on it: {type(exc).__name__}: "
+                                                    f"{str(exc)[:200]}", blank)
+
+
+def _grade(path: Path, own: list, blank: list, limits: Limits) -> NotebookGrade:
+    import nbformat
+    from .runner import NotebookKernel
+    from .verdicts import judge
+    shown = _shown(path)
     if not path.is_file():
         return NotebookGrade(shown, "not found", "no such file", blank)
     try:
+        if path.stat().st_size > 50 << 20:
+            raise ValueError("larger than 50 MB")
         nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
     except Exception as exc:  # not JSON, not a notebook, unreadable
         return NotebookGrade(shown, "malformed", f"not a readable notebook ({type(exc).__name__})", blank)
-    with tempfile.TemporaryDirectory(prefix="tutor-grade-") as tmp:
-        results = Path(tmp) / "results.jsonl"
-        env = dict(os.environ)
-        env.update({GRADE_ENV: str(results), PROGRESS_ENV: str(Path(tmp) / "progress.json"),
-                    "MPLBACKEND": "Agg", "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "2")})
-        status, note = _execute(nb, path, timeout, kernel, env)
-        records = _read_records(results)
-    ids = expected + sorted(set(records) - set(expected))
-    grades = []
-    for qid in ids:
-        rec = records.get(qid, {"status": "not_attempted", "message": "never checked"})
-        grades.append(QuestionGrade(qid, rec["status"], int(rec["status"] == "correct"), 1,
-                                    str(rec.get("message", ""))))
+    with NotebookKernel(nb, limits.cell, limits.notebook, limits.memory_mb, limits.nproc, limits.kernel) as k:
+        # before any learner code: the stubs are in place from the first cell on
+        ready, why = k.run("__import__('tutor.exercises.child', fromlist=['install']).install()",
+                           max(limits.cell, 120))
+        if ready != "ok":
+            return NotebookGrade(shown, "error", f"the grader could not prepare the kernel ({ready} {why})", blank)
+        status, note = k.run_notebook()
+        results = judge(k, own) if not k.dead else []
+    if k.dead and not results:
+        grades = [QuestionGrade(q.id, "not_attempted", 0, 1, "the kernel stopped before grading") for q in own]
+        return NotebookGrade(shown, status, note, grades)
+    grades = [QuestionGrade(r.question, r.status, int(r.status == "correct"), 1, r.message) for r in results]
+    if k.expired:
+        status, note = "timeout", f"the notebook ran past its {limits.notebook:g} s limit and was stopped"
     return NotebookGrade(shown, status, note, grades)
+
+
+def grade_all(paths: Sequence[str], limits: Limits, jobs: int = 1, log=None) -> List[NotebookGrade]:
+    """Grade every notebook found; unnumbered notebooks and repeated numbers get a row, no points."""
+    plan: List[Tuple[Path, Optional[str]]] = []       # (notebook, why it is not graded)
+    first: Dict[Tuple[str, str], Path] = {}
+    for path, folder in _find_with_folders(paths):
+        number = _number(path)
+        if number is None:
+            plan.append((path, "unnumbered"))
+        elif (folder, number) in first:
+            plan.append((path, f"duplicate: notebook {number} of this folder is {_shown(first[folder, number])}"))
+        else:
+            first[folder, number] = path
+            plan.append((path, None))
+
+    def grade(item) -> NotebookGrade:
+        path, skip = item
+        if skip == "unnumbered":
+            return NotebookGrade(_shown(path), "unnumbered", "not graded: its name does not start with a "
+                                                             "notebook number such as 03_")
+        if skip:
+            return NotebookGrade(_shown(path), "duplicate", f"not counted ({skip})")
+        if log:
+            print(f"grading {path} ...", file=log, flush=True)
+        return grade_notebook(path, limits=limits)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(grade, plan))             # each notebook has its own kernel
 
 
 def format_table(grades: Sequence[NotebookGrade]) -> str:
@@ -166,28 +217,49 @@ def to_json(grades: Sequence[NotebookGrade]) -> dict:
             "points": total, "max_points": most, "percent": round(100.0 * total / most, 2) if most else 0.0}
 
 
+def write_json(grades: Sequence[NotebookGrade], target: str) -> Optional[str]:
+    """Write the JSON report atomically; returns a reason when it could not be written."""
+    data = json.dumps(to_json(grades), indent=2) + "\n"
+    target_path = Path(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".grades-", suffix=".json", dir=target_path.parent or ".")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        os.replace(tmp, target_path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except (OSError, UnboundLocalError):
+            pass
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line of ``python -m tutor grade``; returns 0 when it graded, 2 when nothing to grade."""
+    """Command line of ``python -m tutor grade``; 0 when it graded, 2 when nothing to grade, 1 when the
+    JSON file could not be written."""
     ap = argparse.ArgumentParser(prog="python -m tutor grade", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="notebooks or folders of notebooks")
     ap.add_argument("--json", metavar="FILE", help="also write the grades as JSON to FILE")
-    ap.add_argument("--timeout", type=int, default=60, help="seconds each cell may run (default 60)")
+    ap.add_argument("--timeout", type=float, default=60, help="seconds each cell may run (default 60)")
+    ap.add_argument("--deadline", type=float, default=600, help="seconds each notebook may run (default 600)")
+    ap.add_argument("--memory-mb", type=int, default=4096, help="address space of a kernel (default 4096 MiB)")
+    ap.add_argument("--nproc", type=int, default=256, help="processes of the kernel's user (default 256)")
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks in")
     ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once (default 1)")
     opts = ap.parse_args(list(argv) if argv is not None else None)
-    paths = find_notebooks(opts.paths)
-    if not paths:
+    if not find_notebooks(opts.paths):
         print("nothing to grade: no .ipynb file in " + ", ".join(opts.paths), file=sys.stderr)
         return 2
-    def grade(path: Path) -> NotebookGrade:
-        print(f"grading {path} ...", file=sys.stderr, flush=True)
-        return grade_notebook(path, opts.timeout, opts.kernel)
-    with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        grades = list(pool.map(grade, paths))            # each notebook has its own kernel
+    limits = Limits(opts.timeout, opts.deadline, opts.memory_mb, opts.nproc, opts.kernel)
+    grades = grade_all(opts.paths, limits, opts.jobs, log=sys.stderr)
     print(format_table(grades))
     if opts.json:
-        Path(opts.json).write_text(json.dumps(to_json(grades), indent=2) + "\n", encoding="utf-8")
+        problem = write_json(grades, opts.json)
+        if problem:
+            print(f"could not write {opts.json}: {problem}", file=sys.stderr)
+            return 1
     return 0
 
 

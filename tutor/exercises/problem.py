@@ -5,11 +5,18 @@ A question class sets data (``id``, ``title``, ``_reference``, ``_cases``, ``_ar
 ``hint``, ``solution`` and ``reference``. ``check`` never raises: every failure of the learner's
 code comes back as a :class:`Result` whose status is ``"incorrect"`` and whose message names the
 input case and what differs, never the expected value.
+
+``check`` is the learner's instant feedback. Cases and references are built under
+:func:`~tutor.exercises.sandbox.pinned_torch`, so an earlier answer that changed torch's defaults
+cannot skew them, and nothing but ``KeyboardInterrupt`` escapes it. The course's own functions
+(the reference, the ``_forbidden`` ones) are refused as answers; the checkers' tests pass the
+reference with ``_check_trusted``. ``_check`` is the hook a question overrides (calling
+``super()._check``): the grader runs the very same ``_check`` in its own process, with an answer
+that calls the learner's function in the sandboxed notebook (:mod:`tutor.exercises.verdicts`).
 """
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
@@ -17,10 +24,13 @@ import torch
 from . import progress
 from .compare import compare_number
 from .feedback import Result, is_blank, show
-from .sandbox import CallWatcher, TimeLimitExceeded, call_with_limit
+from .sandbox import CallWatcher, TimeLimitExceeded, _code_of, call_with_limit, pinned_torch, time_limit
 
-#: seconds one call of the learner's function may take (env TUTOR_CHECK_TIME_LIMIT overrides)
-TIME_LIMIT = float(os.environ.get("TUTOR_CHECK_TIME_LIMIT", "5"))
+#: seconds one call may take; None reads TUTOR_CHECK_TIME_LIMIT when a check runs (default 5)
+TIME_LIMIT: Optional[float] = None
+
+#: set in a graded notebook's kernel (:mod:`tutor.exercises.child`): ``check`` only records the answer
+_RECORDER: Optional[Callable] = None
 
 
 def _resolve(dotted: str) -> Optional[Callable]:
@@ -75,15 +85,37 @@ class Problem:
     def _result(self, status: str, message: str) -> Result:
         return Result(self.id, status, message)
 
+    def _refused(self, answer) -> Optional[str]:
+        """A reason to refuse ``answer`` before running it (FunctionProblem: the course's own code)."""
+        return None
+
+    def _judge(self, answer) -> Result:
+        """``_check`` under pinned torch defaults; a failure of the checker itself is a Result too."""
+        try:
+            with pinned_torch():
+                return self._check(answer)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:      # a checker bug or an answer's BaseException stays inside check()
+            return self._result("incorrect", f"the checker could not judge this answer ({_short(exc)}).")
+
     def check(self, answer) -> Result:
         """Check ``answer``; displays kind, specific feedback and returns the :class:`Result`."""
-        try:
-            result = self._check(answer)
-        except Exception as exc:          # a checker bug must not take the learner's kernel down
-            result = self._result("incorrect", f"the checker could not judge this answer ({_short(exc)}).")
+        if _RECORDER is not None:         # a graded run: the grader judges, outside this process
+            return _RECORDER(self, answer)
+        refused = self._refused(answer)
+        result = self._result("incorrect", refused) if refused else self._judge(answer)
         progress.record(result)
         result.display()
         return result
+
+    def _check_trusted(self, answer) -> Result:
+        """For the checkers' own tests: judge ``answer`` (the reference too), record and show nothing."""
+        self._trusted = True
+        try:
+            return self._judge(answer)
+        finally:
+            self._trusted = False
 
     def hint(self, n: int = 1) -> None:
         """Show hint ``n`` (1 = gentlest); the last one is close to the answer."""
@@ -114,6 +146,14 @@ class FunctionProblem(Problem):
     def reference(self) -> Callable:
         return type(self)._reference
 
+    def _refused(self, answer) -> Optional[str]:
+        code = _code_of(answer) if callable(answer) else None
+        for fn in self._watched():
+            if answer is fn or (code is not None and code is _code_of(fn)):
+                return (f"this is the course's own `{fn.__module__}.{fn.__qualname__}`, not your function. "
+                        f"Write `{self._name or 'your function'}` yourself and check that.")
+        return None
+
     def _watched(self) -> list:
         """The reference and every forbidden function: calling one of them is not doing the work."""
         watched = [self.reference, *map(_resolve, self._forbidden)]
@@ -133,12 +173,13 @@ class FunctionProblem(Problem):
         if not callable(fn):
             return self._result("incorrect", f"check() wants your function itself, e.g. `check(my_fn)` "
                                              f"without parentheses; you gave a {type(fn).__name__}.")
-        watcher = CallWatcher([] if fn is self.reference else self._watched())
-        limit = TIME_LIMIT
+        watcher = CallWatcher([] if getattr(self, "_trusted", False) else self._watched())
+        limit = TIME_LIMIT or time_limit()
         for n, case in enumerate(self._cases):
-            args = self._arguments(case)
-            expected = self.reference(*_clone(list(args.values())))
-            given = _clone(list(args.values()))
+            with pinned_torch():          # an earlier call may have changed torch's defaults
+                args = self._arguments(case)
+                expected = self.reference(*_clone(list(args.values())))
+                given = _clone(list(args.values()))
             value, error = call_with_limit(fn, tuple(given), limit, watcher)
             if watcher.called:
                 return self._result("incorrect", (
@@ -163,7 +204,8 @@ class FunctionProblem(Problem):
                     return self._result("incorrect", (
                         f"on case {case.label} your function changed its argument `{name}` in place. "
                         f"Leave inputs untouched: work on a copy or use out-of-place operations."))
-            problem = type(self)._compare(value, expected, case)
+            with pinned_torch():
+                problem = type(self)._compare(value, expected, case)
             if problem:
                 return self._result("incorrect", f"on case {case.label}, {problem}")
         return self._result("correct", f"all {len(self._cases)} cases pass. {self._congrats}".strip())

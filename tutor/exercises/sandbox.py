@@ -11,14 +11,61 @@ checker never takes the kernel down. A Python-level hang is interrupted after ``
 :class:`CallWatcher` notes, through ``sys.setprofile``, whether any of a set of functions ran
 during the call: it identifies them by code object, so every alias of a reference is caught
 (``from tutor.attention import unfold_attention``, ``sparse_attention(impl="unfold")``, ...).
+
+:func:`pinned_torch` builds cases and references under float32 on the CPU whatever an earlier answer
+did to torch's defaults (``set_default_device``, ``set_default_dtype``, grad mode), and puts the
+caller's defaults back afterwards. A learner's code that ignores ``SIGALRM`` is still stopped: a
+watchdog thread raises :class:`TimeLimitExceeded` in the main thread a moment after the alarm.
+An answer computed in another process (the grader's :class:`~tutor.exercises.verdicts.RemoteAnswer`)
+says so with ``_tutor_remote`` and keeps its own time limit.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
+
+#: seconds one call of the learner's function may take by default (env TUTOR_CHECK_TIME_LIMIT overrides)
+DEFAULT_TIME_LIMIT = 5.0
+#: seconds after the alarm before the watchdog thread stops code that ignores SIGALRM
+WATCHDOG_GRACE = 1.0
+
+
+def time_limit() -> float:
+    """Seconds one call of a learner's function may take (read when a check runs)."""
+    try:
+        seconds = float(os.environ.get("TUTOR_CHECK_TIME_LIMIT", DEFAULT_TIME_LIMIT))
+    except ValueError:
+        return DEFAULT_TIME_LIMIT
+    return seconds if 0 < seconds < 3600 else DEFAULT_TIME_LIMIT
+
+
+@contextlib.contextmanager
+def pinned_torch() -> Iterator[None]:
+    """Run the block with float32 on the CPU and grad mode on; restore the caller's torch defaults."""
+    import torch
+    dtype = torch.get_default_dtype()
+    device = torch.get_default_device() if hasattr(torch, "get_default_device") else None
+    grad = torch.is_grad_enabled()
+    try:
+        torch.set_default_dtype(torch.float32)
+        if device is not None:
+            torch.set_default_device("cpu")
+        torch.set_grad_enabled(True)
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        if device is not None:
+            torch.set_default_device(None if device.type == "cpu" else device)
+        torch.set_grad_enabled(grad)
+
+
+def _raise_in(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(TimeLimitExceeded))
 
 
 class TimeLimitExceeded(BaseException):
@@ -66,10 +113,15 @@ def _call_in_main_thread(fn: Callable, args: tuple, seconds: float) -> Tuple[Any
 
     previous_handler = signal.signal(signal.SIGALRM, on_alarm)
     previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+    # code that ignores or replaces the SIGALRM handler is stopped by this thread instead
+    watchdog = threading.Timer(seconds + WATCHDOG_GRACE, _raise_in, (threading.get_ident(),))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         try:
             return fn(*args), None
         finally:
+            watchdog.cancel()
             signal.setitimer(signal.ITIMER_REAL, 0)     # disarm before anything else can run
     except TimeLimitExceeded as exc:
         return None, exc
@@ -118,6 +170,8 @@ def call_with_limit(fn: Callable, args: tuple, seconds: float,
     ``KeyboardInterrupt`` still propagates (the learner pressed stop); every other exception,
     ``SystemExit`` and :class:`TimeLimitExceeded` included, is returned as the error.
     """
+    if getattr(fn, "_tutor_remote", False):           # runs in another process, under its own limit
+        return fn.call_limited(args, seconds)
     use_signal = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not use_signal:
         return _call_in_thread(fn, args, seconds, watcher)

@@ -1,0 +1,185 @@
+"""Red team: `python -m tutor grade` on generated hostile notebooks (issue 11's attacks and more).
+
+Every notebook below tries to get points without solving anything, or to hang, crash or outlive
+the grader. One grading run over all of them (two at a time, short limits) must give 0 points, a
+row for every notebook, leave no process and no temporary folder behind, and end in bounded time.
+Run alone with ``python -m pytest tests/test_redteam_grading.py -m redteam`` (about a minute).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from tutor.exercises import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = "4242.25"               # a sleep a detached process runs: must not survive grading
+CELL, DEADLINE = 10, 25
+
+SETUP = "import os, sys, types, inspect, json, time, signal, threading\nimport torch, tutor\nfrom tutor import exercises"
+Q = 'q1, q2, q3 = (exercises.question(f"00.q{k}") for k in (1, 2, 3))'
+WRONG_MASK = "lambda T, window: torch.zeros(T, T, dtype=torch.bool)"
+
+
+def answers(q1: str, q2: str) -> str:
+    """Check ``q1`` for 00.q1 (local mask) and ``q2`` for 00.q2 (pair count)."""
+    return f"q1.check({q1})\nq2.check({q2})"
+
+
+ATTACKS = {
+    # ---------------------------------------------------------------- forged verdicts (issue 11)
+    "results_file_and_progress": [
+        "from tutor.exercises import progress, feedback\nids = [q.id for q in exercises.questions()]\n"
+        "line = ''.join(json.dumps({'id': i, 'status': 'correct', 'message': 'ok'}) + '\\n' for i in ids)\n"
+        "for p in [os.environ.get('TUTOR_GRADE_RESULTS', 'results.jsonl'), 'results.jsonl', '../results.jsonl']:\n"
+        "    try:\n        open(p, 'a').write(line)\n    except OSError:\n        pass\n"
+        "for i in ids:\n    progress.record(feedback.Result(i, 'correct', 'forged'))"],
+    "patched_checker": [
+        "from tutor.exercises import problem, compare\nfrom tutor.exercises.feedback import Result\n"
+        "ok = lambda self, a: Result(self.id, 'correct', 'forged')\n"
+        "problem.FunctionProblem._check = ok; problem.ValueProblem._check = ok; problem.Problem._check = ok\n"
+        "compare.tensor_problem = lambda *a, **k: None\n"
+        "type(q1)._compare = staticmethod(lambda *a: None); type(q1)._cases = (); type(q2)._cases = ()\n"
+        "problem._RECORDER = None",
+        answers(WRONG_MASK, "lambda T, window: 0") + "\nq3.check(1)"],
+    "reference_passed_directly": [
+        "from tutor.exercises.nb00 import count_local_pairs_reference",
+        answers("q1.reference", "count_local_pairs_reference") + "\nq3.check(q3.reference)"],
+    "profiler_off_thread_and_clone": [
+        "from concurrent.futures import ThreadPoolExecutor\nref1, ref2 = type(q1)._reference, type(q2)._reference\n"
+        "def mask(T, window):\n    sys.setprofile(None)\n    return ref1(T, window)\n"
+        "def count(T, window):\n    with ThreadPoolExecutor(1) as ex:\n        return ex.submit(ref2, T, window).result()",
+        answers("mask", "count"),
+        "clone = types.FunctionType(ref1.__code__.replace(co_name='mine'), ref1.__globals__, 'mine')\n"
+        "q1.check(clone)"],
+    "exec_module_source_and_library": [
+        "import tutor.exercises.nb00 as m\nns = {'__name__': 'tutor.exercises.fake', '__package__': 'tutor.exercises'}\n"
+        "exec(compile('\\n' + inspect.getsource(m), m.__file__, 'exec'), ns)\n"
+        "from tutor.masks import hybrid_mask, generate_local_window",
+        answers("ns['local_mask_reference']", "ns['count_local_pairs_reference']"),
+        "q2.check(lambda T, window: int(hybrid_mask(T, window, torch.zeros(1, T, dtype=torch.bool)).sum()))"],
+    "table_frames_and_subclass": [
+        "table = {}\nfor c in type(q1)._cases:\n    try:\n        table[tuple(sorted(c.values.items()))] = q1.reference(**c.tensors())\n"
+        "    except Exception:\n        pass\n"
+        "def walk(T, window):\n    f = sys._getframe()\n    while f is not None:\n        if 'expected' in f.f_locals:\n"
+        "            return f.f_locals['expected']\n        f = f.f_back\n    return table.get((('T', T), ('window', window)), 0)",
+        "class Yes(torch.Tensor):\n    def __eq__(self, other):\n        return True\n    __ne__ = lambda s, o: False\n"
+        "torch.equal = lambda *a: True; torch.isclose = lambda a, b, **k: torch.ones_like(a, dtype=torch.bool)\n"
+        "def sub(T, window):\n    return torch.zeros(T, T, dtype=torch.bool).as_subclass(Yes)\n"
+        "class Int(int):\n    __eq__ = lambda s, o: True\n    __hash__ = int.__hash__",
+        answers("sub", "walk") + "\nq3.check(Int(1))"],
+    "value_question_from_the_package": [
+        "q3.check(type(q3)._value)", "ns = {}\nexec(q3._solution, ns)\nq3.check(ns.get(q3._name, 0))"],
+    "own_child_module": [                                     # replace the kernel side of grading itself
+        "import tutor.exercises.child as c\nc.describe = lambda qid, out: torch.save({'kind': 'value', 'value': q3.reference}, out)\n"
+        "def call(qid, inp, out, s):\n    args = torch.load(inp)\n    torch.save({'value': args[0], 'after': args, 'error': None}, out)\n"
+        "c.call = call", answers(WRONG_MASK, "lambda T, window: 0")],
+    "other_notebooks_questions": [                            # 00 checks 01's questions: they never count
+        "for i in ('01.q1', '01.q2', '01.q3', '01.q4'):\n    exercises.question(i).check(exercises.question(i).reference)"],
+    # ---------------------------------------------------------------- breaking the run (issue 11 and ours)
+    "kill_parent": ["os.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(1)", "os.killpg(0, signal.SIGKILL)"],
+    "detached_processes": [
+        f"import subprocess\nsubprocess.Popen(['sleep', '{MARK}'], start_new_session=True)\n"
+        "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        for _ in range(300):\n            for p in ('../results.jsonl', 'results.jsonl'):\n"
+        "                try: open(p, 'a').write('{\"id\": \"00.q1\", \"status\": \"correct\"}\\n')\n"
+        "                except OSError: pass\n            time.sleep(0.1)\n"
+        "    os._exit(0)", answers(WRONG_MASK, "lambda T, window: 0")],
+    "hang_cell": ["while True:\n    pass", "print('never')"],
+    "hang_notebook": [f"time.sleep({CELL - 3})"] * 5,
+    "answer_ignores_alarm": [
+        "def mask(T, window):\n    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n    while True:\n        pass\n"
+        "def count(T, window):\n    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])\n    time.sleep(10 ** 6)",
+        answers("mask", "count")],
+    "fifo_links_and_folders": [                               # turn everything the kernel may write into traps
+        "def trap():\n    while True:\n        for n in os.listdir('.'):\n            if n.endswith('.pt'):\n"
+        "                try:\n                    os.unlink(n); os.mkfifo(n)\n                except OSError:\n                    pass\n"
+        "        time.sleep(0.001)\nthreading.Thread(target=trap, daemon=True).start()",
+        "for n in range(50):\n    try:\n        os.symlink('/dev/zero', f'{n}.pt'); os.mkdir(f'd{n}.pt')\n    except OSError:\n        pass",
+        answers("lambda T, window: torch.ones(T, T, dtype=torch.bool)", "lambda T, window: 1")],
+    "memory": ["try:\n    x = bytearray(64 << 30)\nexcept MemoryError:\n    print('no 64 GiB')",
+               answers(WRONG_MASK, "lambda T, window: 0")],
+    "output_flood": ["for _ in range(20):\n    print('x' * 1_000_000)", answers(WRONG_MASK, "lambda T, window: 0")],
+    "many_processes": [
+        "kids = 0\ntry:\n    for _ in range(2000):\n        if os.fork() == 0:\n            time.sleep(600)\n            os._exit(0)\n"
+        "        kids += 1\nexcept OSError:\n    pass\nprint(kids)",
+        answers(WRONG_MASK, "lambda T, window: 0")],
+    "kill_everything": ["os.kill(-1, signal.SIGKILL)"],           # only with a PID namespace (see below)
+}
+
+
+def _write(folder: Path, name: str, cells) -> None:
+    folder.mkdir(parents=True)
+    nb = new_notebook(cells=[new_code_cell(SETUP), new_code_cell(Q)] + [new_code_cell(c) for c in cells])
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(nb, folder / name)
+
+
+def _processes_mentioning(*needles: str) -> list:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if any(n in cmd for n in needles) and int(pid) != os.getpid():
+            found.append((pid, cmd[:120]))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_hostile_notebooks_get_nothing_and_break_nothing(tmp_path):
+    attacks = dict(ATTACKS)
+    if not runner._unshare_prefix():
+        attacks.pop("kill_everything")        # without a PID namespace, kill(-1) would reach our own processes
+    subs = tmp_path / "subs"
+    for k, (name, cells) in enumerate(attacks.items()):
+        _write(subs / f"{k:02d}_{name}", f"00_{name}.ipynb", cells)
+    # issue 11: an unnumbered notebook that solves everything, and a solved copy next to one's own
+    lazy = tmp_path / "lazy"
+    _write(lazy, "00_mine.ipynb", [answers(WRONG_MASK, "lambda T, window: 0")])
+    solved = nbformat.read(ROOT / "solutions" / "00_why_sparse_attention.ipynb", as_version=4)
+    nbformat.write(solved, lazy / "00_mine_copy.ipynb")
+    nbformat.write(solved, lazy / "notes.ipynb")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(scratch), TUTOR_CHECK_TIME_LIMIT="1",
+               TUTOR_PROGRESS_FILE=str(tmp_path / "progress.json"))
+    report = tmp_path / "grades.json"
+    folders = sorted(str(p) for p in subs.iterdir()) + [str(lazy)]
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "tutor", "grade", *folders, "--jobs", "2", "--timeout", str(CELL),
+                           "--deadline", str(DEADLINE), "--json", str(report)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    took = time.monotonic() - start
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {Path(n["path"]).name: n for n in json.loads(report.read_text())["notebooks"]}
+    table = done.stdout
+    # a row for every notebook, and not one forged point
+    assert set(rows) == {f"00_{name}.ipynb" for name in attacks} | {"00_mine.ipynb", "00_mine_copy.ipynb", "notes.ipynb"}
+    forged = {name: row["points"] for name, row in rows.items() if row["points"] and name != "00_mine.ipynb"}
+    assert forged == {}, table
+    # the learner's folder counts notebook 00 once (its first copy), the unnumbered one not at all
+    assert rows["00_mine.ipynb"]["points"] == 3 and rows["00_mine_copy.ipynb"]["status"] == "duplicate"
+    assert rows["notes.ipynb"]["status"] == "unnumbered" and rows["notes.ipynb"]["max_points"] == 0
+    assert all(q["id"].startswith("00.") for r in rows.values() for q in r["questions"])
+    assert rows["00_hang_cell.ipynb"]["status"] == "timeout" and "cell 1" in rows["00_hang_cell.ipynb"]["note"]
+    assert rows["00_hang_notebook.ipynb"]["status"] == "timeout" and "notebook" in rows["00_hang_notebook.ipynb"]["note"]
+    assert rows["00_kill_parent.ipynb"]["status"] in ("graded", "kernel died")
+    stalled = {q["id"]: q["message"] for q in rows["00_answer_ignores_alarm.ipynb"]["questions"]}
+    assert "did not finish" in stalled["00.q1"] and "did not finish" in stalled["00.q2"]
+    assert "write this yourself" in json.dumps(rows["00_reference_passed_directly.ipynb"])
+    # nothing left behind, within the deadlines
+    time.sleep(0.5)
+    assert _processes_mentioning(MARK, str(tmp_path)) == []
+    assert list(scratch.iterdir()) == []
+    assert took < 2 * 300

@@ -1,0 +1,101 @@
+"""The graded notebook's side of grading: runs inside the sandboxed kernel, never in the grader.
+
+The grader runs :func:`install` before the first cell: the course's references and forbidden
+functions become stubs (:mod:`tutor.exercises.stubs`), values and solutions of the questions are
+withheld, and ``check()`` only remembers what the learner checked. After the last cell the grader
+asks :func:`describe` what was checked and :func:`call`\\ s each answer on inputs it sends; what
+comes back is plain data (``torch.save``), judged in the grader's process. Nothing here decides a
+verdict, so nothing the learner changes here can forge one.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Dict
+
+import torch
+
+from . import problem, questions, stubs
+from .feedback import Result, is_blank
+from .sandbox import TimeLimitExceeded, call_with_limit, pinned_torch
+
+WITHHELD = "(withheld while grading)"
+_ANSWERS: Dict[str, Any] = {}
+
+
+def _record(question, answer) -> Result:
+    _ANSWERS[question.id] = answer
+    print(f"{question.id}: recorded; the grader checks it outside this notebook.")
+    return Result(question.id, "not_attempted", "recorded for grading")
+
+
+def _watched(q) -> list:
+    return q._watched() if hasattr(q, "_watched") else []
+
+
+def install() -> int:
+    """Gate the course's functions, withhold values and solutions, make ``check()`` record only."""
+    gated = []
+    for q in questions():
+        for fn in _watched(q):      # a question module's own reference is refused always
+            own = getattr(fn, "__module__", "").startswith(__package__ + ".")
+            gated.append((fn, own and fn is getattr(q, "reference", None)))
+    count = stubs.install(gated)
+    for q in questions():
+        cls = type(q)
+        cls._solution = WITHHELD
+        if hasattr(cls, "_value"):
+            cls._value = WITHHELD
+    problem._RECORDER = _record
+    return count
+
+
+def _plain(x) -> bool:
+    buffer = io.BytesIO()
+    try:
+        torch.save(x, buffer)
+        torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def describe(qid: str, out: str) -> None:
+    """Write what the learner last checked for ``qid``: none | blank | callable | value | opaque."""
+    if qid not in _ANSWERS:
+        info = {"kind": "none"}
+    else:
+        answer = _ANSWERS[qid]
+        if is_blank(answer):
+            info = {"kind": "blank"}
+        elif callable(answer):
+            info = {"kind": "callable"}
+        elif _plain(answer):
+            info = {"kind": "value", "value": answer}
+        else:
+            info = {"kind": "opaque", "type": type(answer).__name__}
+    torch.save(info, out)
+
+
+def _error(exc: BaseException):
+    kind = ("timeout" if isinstance(exc, TimeLimitExceeded) else
+            "not_implemented" if isinstance(exc, NotImplementedError) else "raised")
+    return (kind, type(exc).__name__, str(exc)[:500])
+
+
+def call(qid: str, inp: str, out: str, seconds: float) -> None:
+    """Call the answer of ``qid`` on the arguments in ``inp``; write value, error and arguments after."""
+    from . import question
+    args = torch.load(inp, weights_only=True)
+    q = question(qid)
+    try:
+        with stubs.allowing(_watched(q)), pinned_torch():
+            value, error = call_with_limit(_ANSWERS[qid], tuple(args), seconds)
+    except BaseException as exc:      # the learner's code ended the call some other way
+        value, error = None, exc
+    payload = {"value": None if error is not None else value, "after": args,
+               "error": None if error is None else _error(error)}
+    try:
+        torch.save(payload, out)
+    except Exception:
+        torch.save({"value": None, "after": args,
+                    "error": ("unsupported", type(value).__name__, "cannot be sent back as plain data")}, out)

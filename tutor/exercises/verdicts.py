@@ -1,0 +1,199 @@
+"""Verdicts in the grader's process: each question's own ``_check`` runs here, and only the calls of
+the learner's function cross into the sandboxed kernel.
+
+For every question of the notebook the grader asks the kernel what the learner last checked
+(:func:`tutor.exercises.child.describe`). A function becomes a :class:`RemoteAnswer`: calling it
+writes the grader's inputs to a fresh file, runs :func:`tutor.exercises.child.call` in the kernel
+and reads back the value and the arguments as they are after the call, with
+``torch.load(weights_only=True)`` (tensor subclasses and custom objects are refused, files are
+size-capped and opened without following links). The reference, the cases and the comparison
+never leave this process, so whatever the notebook does to its own copy of them changes nothing.
+"""
+from __future__ import annotations
+
+import io
+import keyword
+import os
+import secrets
+import stat
+from typing import Any, List, Optional, Tuple
+
+import torch
+
+from .feedback import Result
+from .sandbox import TimeLimitExceeded
+
+MAX_BYTES = 64 << 20          # what one answer may send back
+MAX_DEPTH = 8
+GRACE = 5.0                    # seconds past the answer's own time limit before the kernel is stopped
+
+
+class NotPlainData(ValueError):
+    """What the kernel sent back is not plain data (or not there)."""
+
+
+def _plain(x, depth: int = 0):
+    """``x`` if it holds only tensors, numbers, strings, None, lists, tuples and dicts."""
+    if depth > MAX_DEPTH:
+        raise NotPlainData("nested too deeply")
+    if isinstance(x, torch.Tensor):
+        if type(x) not in (torch.Tensor, torch.nn.Parameter) or x.layout != torch.strided:
+            raise NotPlainData(f"a {type(x).__name__} is not a plain torch.Tensor")
+        return x.detach() if type(x) is torch.nn.Parameter else x
+    if x is None or type(x) in (bool, int, float, complex, str):
+        return x
+    if type(x) in (list, tuple):
+        return type(x)(_plain(v, depth + 1) for v in x)
+    if type(x) is dict:
+        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in x.items()}
+    raise NotPlainData(f"a {type(x).__name__} is not plain data")
+
+
+def load_plain(path: str) -> Any:
+    """Read what the kernel wrote at ``path``: a regular file, at most MAX_BYTES, plain data only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise NotPlainData(f"nothing came back ({type(exc).__name__})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:
+            raise NotPlainData("the answer file is not a small regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        obj = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as exc:
+        raise NotPlainData(f"not plain data ({type(exc).__name__})") from None
+    return _plain(obj)
+
+
+def _write_new(path: str, obj) -> None:
+    """Write ``obj`` with torch.save to a file that must not exist yet (no link is followed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        torch.save(obj, f)
+
+
+def _remote_error(kind: str, name: str, message: str) -> BaseException:
+    if kind == "timeout":
+        return TimeLimitExceeded(message)
+    if kind == "not_implemented":
+        return NotImplementedError(message)
+    name = name if name.isidentifier() and not keyword.iskeyword(name) and len(name) <= 60 else "Error"
+    return type(name, (Exception,), {})(message[:300])
+
+
+class Opaque:
+    """Stands for a checked value that could not cross as plain data (its type name is kept)."""
+
+
+class RemoteAnswer:
+    """The learner's function, living in the sandboxed kernel; calls cross as plain data."""
+    _tutor_remote = True
+
+    def __init__(self, kernel, qid: str):
+        self.kernel, self.qid = kernel, qid
+
+    def _paths(self) -> Tuple[str, str]:
+        name = secrets.token_hex(8)
+        return str(self.kernel.folder / "in" / f"{name}.pt"), str(self.kernel.out_dir / f"{name}.pt")
+
+    def call_limited(self, args: tuple, seconds: float) -> Tuple[Any, Optional[BaseException]]:
+        if self.kernel.dead:
+            return None, RuntimeError("the notebook's kernel had stopped before this call")
+        inp, out = self._paths()
+        _write_new(inp, list(args))
+        source = (f"__import__('tutor.exercises.child', fromlist=['call']).call("
+                  f"{self.qid!r}, {inp!r}, {out!r}, {float(seconds)!r})")
+        status, _ = self.kernel.run(source, seconds + GRACE)
+        if status == "timeout":
+            return None, TimeLimitExceeded(f"ran for more than {seconds:g} s (the kernel was stopped)")
+        if status != "ok":
+            return None, RuntimeError("the notebook's kernel stopped during this call")
+        try:
+            reply = load_plain(out)
+            if type(reply) is not dict or type(reply.get("after")) is not list:
+                raise NotPlainData("not the expected reply")
+        except NotPlainData as exc:
+            return None, TypeError(f"your function's result could not be sent back to the grader: {exc}. "
+                                   f"Return plain tensors, numbers or lists.")
+        finally:
+            for path in (inp, out):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        self._write_back(args, reply["after"])
+        error = reply.get("error")
+        if error is not None:
+            if type(error) is not tuple or len(error) != 3 or not all(type(e) is str for e in error):
+                return None, TypeError("an unreadable error came back")
+            return None, _remote_error(*error)
+        return reply.get("value"), None
+
+    @staticmethod
+    def _write_back(args: tuple, after: list) -> None:
+        """Mirror in-place changes the answer made to its arguments (the checker looks for them)."""
+        for given, changed in zip(args, after):
+            try:
+                if isinstance(given, torch.Tensor) and isinstance(changed, torch.Tensor):
+                    if changed.shape == given.shape and changed.dtype == given.dtype:
+                        given.copy_(changed)
+                    else:
+                        given.set_(changed.to(given.dtype).contiguous())
+                elif isinstance(given, list) and isinstance(changed, list):
+                    given[:] = changed
+            except (RuntimeError, TypeError):
+                pass
+
+    def __call__(self, *args):
+        from .sandbox import time_limit
+        value, error = self.call_limited(args, time_limit())
+        if error is not None:
+            raise error
+        return value
+
+
+def _describe(kernel, qid: str) -> dict:
+    out = str(kernel.out_dir / f"describe-{secrets.token_hex(8)}.pt")
+    status, _ = kernel.run(f"__import__('tutor.exercises.child', fromlist=['describe']).describe({qid!r}, {out!r})",
+                           30)
+    if status != "ok":
+        return {"kind": "dead"}
+    try:
+        info = load_plain(out)
+    except NotPlainData:
+        return {"kind": "opaque", "type": "unreadable"}
+    finally:
+        try:
+            os.unlink(out)
+        except OSError:
+            pass
+    return info if type(info) is dict and info.get("kind") in ("none", "blank", "callable", "value", "opaque") \
+        else {"kind": "opaque", "type": "unreadable"}
+
+
+def judge(kernel, questions) -> List[Result]:
+    """One Result per question, judged here from what the kernel's learner checked."""
+    infos = [(q, _describe(kernel, q.id)) for q in questions]
+    results = []
+    for q, info in infos:
+        kind = info["kind"]
+        if kind == "none":
+            results.append(Result(q.id, "not_attempted", "never checked"))
+        elif kind == "dead":
+            results.append(Result(q.id, "incorrect", "could not be graded: the notebook's kernel had stopped"))
+        elif kind == "blank":
+            results.append(q._judge(None))
+        elif kind == "value":
+            results.append(q._judge(info.get("value")))
+        elif kind == "callable":
+            results.append(q._judge(RemoteAnswer(kernel, q.id)))
+        else:
+            name = str(info.get("type", "object"))
+            name = name if name.isidentifier() and len(name) <= 60 else "object"
+            results.append(q._judge(type(name, (Opaque,), {})()))
+    return results
