@@ -29,7 +29,7 @@ def test_registered():
 @pytest.mark.parametrize("qid", QIDS)
 def test_reference_solution_and_placeholder(qid):
     q = exercises.question(qid)
-    assert q.check(q.reference).status == "correct"
+    assert q._check_trusted(q.reference).status == "correct"
     assert q.check(None).status == "not_attempted"
     assert q.check(____).status == "not_attempted"
     ns = {"torch": torch, "____": ____}

@@ -169,10 +169,10 @@ def test_hostile_notebooks_get_nothing_and_break_nothing(tmp_path):
     forged = {name: row["points"] for name, row in rows.items() if row["points"] and name != "00_mine.ipynb"}
     assert forged == {}, table
     # the learner's folder counts notebook 00 once (its first copy), the unnumbered one not at all
-    assert rows["00_mine.ipynb"]["points"] == 3 and rows["00_mine_copy.ipynb"]["status"] == "duplicate"
+    assert rows["00_mine.ipynb"]["points"] == 0 and rows["00_mine.ipynb"]["max_points"] == 3 and rows["00_mine_copy.ipynb"]["status"] == "duplicate"
     assert rows["notes.ipynb"]["status"] == "unnumbered" and rows["notes.ipynb"]["max_points"] == 0
     assert all(q["id"].startswith("00.") for r in rows.values() for q in r["questions"])
-    assert rows["00_hang_cell.ipynb"]["status"] == "timeout" and "cell 1" in rows["00_hang_cell.ipynb"]["note"]
+    assert rows["00_hang_cell.ipynb"]["status"] == "timeout" and "cell 3" in rows["00_hang_cell.ipynb"]["note"]
     assert rows["00_hang_notebook.ipynb"]["status"] == "timeout" and "notebook" in rows["00_hang_notebook.ipynb"]["note"]
     assert rows["00_kill_parent.ipynb"]["status"] in ("graded", "kernel died")
     stalled = {q["id"]: q["message"] for q in rows["00_answer_ignores_alarm.ipynb"]["questions"]}

@@ -89,15 +89,17 @@ def hybrid_fwd_kernel(Q, K, V, O, LSE, PAD, GIDX, GVALID,
             ok = ok & (gap >= 0)
         else:
             ok = ok & (gap >= -window)
+        k_live = offs_n < T                                                # keys that exist, unpadded
         if HAS_PAD:
-            ok = ok & (tl.load(PAD + b * T + offs_n, mask=offs_n < T, other=1) == 0)[None, :]
+            k_live = k_live & (tl.load(PAD + b * T + offs_n, mask=offs_n < T, other=1) == 0)
+            ok = ok & k_live[None, :]
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)               # all masked so far: no NaN
         p = tl.exp2(s - m_use[:, None])                                    # masked -> exactly 0
         alpha = tl.exp2(m_i - m_use)
         v = tl.load(V + base + offs_n[:, None] * stride_t + offs_d[None, :],
-                    mask=(offs_n[:, None] < T) & d_ok, other=0.0)          # (BLOCK_N, BLOCK_D)
+                    mask=k_live[:, None] & d_ok, other=0.0)                # (BLOCK_N, BLOCK_D); padded: 0, never 0 * NaN
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new

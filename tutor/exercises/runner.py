@@ -192,7 +192,7 @@ class NotebookKernel:
         self.client = _QuietClient(self.nb, km=km, timeout=self.cell_timeout, allow_errors=True,
                                    shutdown_kernel="immediate", startup_timeout=max(60, self.cell_timeout),
                                    on_cell_execute=self._started)
-        cwd = self.out_dir if root else self.folder
+        cwd = self.out_dir                               # so even '..' is this notebook's private folder
         self._setup = self.client.setup_kernel(cwd=str(cwd), env=_clean_env(cwd, self.token), cleanup_kc=True,
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._timer = threading.Timer(self.deadline, self._expire)
