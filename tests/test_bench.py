@@ -150,3 +150,41 @@ def test_load_benchmarks_reads_the_stored_results_by_name():
         [(r["impl"], r["backend"], r["T"], r["time_ms"]) for r in same]
     assert {r["impl"] for r in rows} >= {"dense", "hybrid"} and all(isinstance(r["T"], float) for r in rows)
     assert len(bench.load_benchmarks()) >= len(rows)                # default: every CSV of the folder
+
+
+# --------------------------------------------------------------------------- --mode train
+def test_train_mode_times_forward_and_backward_side_by_side(tmp_path, capsys):
+    """Tiny shapes: the three training rows, gradients equal dense, memory from child processes."""
+    out = tmp_path / "train.csv"
+    rc = bench.main(["--mode", "train", "--quick", "--T", "40", "--globals", "3", "--csv", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "T=40 blocked:lean: forward" in printed and "backward" in printed
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert [(r["impl"], r["backend"], int(r["T"])) for r in rows] == [
+        ("dense", "sdpa", 40), ("blocked", "autograd", 40), ("blocked", "lean", 40)]
+    for r in rows:
+        assert float(r["time_ms"]) > 0 and 0 <= float(r["peak_mem_mb"]) < 500
+        assert float(r["max_err"]) < 1e-5                      # out, dq, dk, dv all equal dense
+
+
+def test_train_step_returns_the_dense_gradients_and_lean_keeps_less():
+    from tutor.bench.train import train_runners
+    s = bench.Setting(1, 2, 96, 8, 5, 2, "float32", "cpu")
+    q, k, v, gm = bench.make_inputs(s)
+    steps = {impl: train_runners(impl, s, q, k, v, gm)[1]() for impl in ("dense", "blocked:autograd", "blocked:lean")}
+    for impl in ("blocked:autograd", "blocked:lean"):
+        for got, want in zip(steps[impl], steps["dense"]):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    forward, _ = train_runners("blocked:lean", s, q, k, v, gm)
+    assert type(forward().grad_fn).__name__ == "LeanBlockedAttentionBackward"
+    assert not q.requires_grad                                 # the caller's tensors are left alone
+
+
+def test_train_mode_skips_and_rejects_forward_impls(capsys):
+    assert bench.main(["--mode", "train", "--impls", "hybrid:blocked", "--T", "64"]) == 2
+    assert "hybrid:blocked" in capsys.readouterr().err
+    rc = bench.main(["--mode", "train", "--quick", "--T", "512", "--max-gb", "1e-3", "--mem", "none"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "skipped dense at T=512" in printed and "no dense reference" in printed

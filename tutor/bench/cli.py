@@ -3,6 +3,7 @@
     python -m tutor.bench --quick                                  # seconds: a smoke run
     python -m tutor.bench --T 1024 4096 16384 --csv cpu.csv --plot cpu.png
     python -m tutor bench --device cuda --dtype bfloat16 --impls dense,hybrid:triton,hybrid:flex
+    python -m tutor bench --mode train --T 4096 16384             # forward + backward (training)
 
 Implementations (``--impls``, comma separated): ``dense`` (PyTorch's
 ``scaled_dot_product_attention`` with the bool mask of :func:`tutor.masks.hybrid_mask`: the
@@ -18,6 +19,12 @@ per (impl, T) (Linux: the high-water mark is reset after warm-up via ``/proc/sel
 elsewhere ``ru_maxrss``, warm-up included). ``max_err`` and ``speedup_vs_dense`` compare with the
 dense output; where dense would not fit (``--max-gb``) it is skipped, said so, and they are empty.
 On CUDA the table also shows the roofline fraction ``max(FLOPs/peak, bytes/bandwidth) / time``.
+
+``--mode train`` times one training step instead, forward + backward (:mod:`.train`): ``dense``,
+``blocked:autograd`` and ``blocked:lean`` on the same inputs and the same seeded ``dO``; peak
+memory is that of the whole step (the returned out, dq, dk, dv included), ``max_err`` the largest
+difference from dense over out, dq, dk and dv, and a note per point gives the forward alone
+(with autograd recording, as in training) and the backward share of the step.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from .memory import child_main, peak_mem_child, peak_mem_here
 from .report import format_table, write_csv
 from .runs import DEFAULT_IMPLS, Setting, backend_name, make_inputs, runner, why_skip
 from .timing import time_side_by_side
+from .train import TRAIN_IMPLS, train_backend_name, train_runners, train_why_skip
 
 QUICK = dict(T=[128, 256], heads=2, head_dim=16, window=8, repeats=2, impls="dense,unfold,hybrid:auto")
 
@@ -47,7 +55,7 @@ def check_options(opts) -> Optional[str]:
     for name in ("heads", "head_dim", "batch", "repeats", "threads"):
         if getattr(opts, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}"
-    known = set(DEFAULT_IMPLS.split(",")) | {"hybrid:triton"}
+    known = set(TRAIN_IMPLS.split(",")) if opts.mode == "train" else set(DEFAULT_IMPLS.split(",")) | {"hybrid:triton"}
     bad = [i for i in (opts.impls or "").split(",") if i and i not in known]
     if bad:
         return f"--impls: unknown {bad}; choose from {sorted(known)}"
@@ -57,6 +65,8 @@ def check_options(opts) -> Optional[str]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m tutor.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["forward", "train"], default="forward",
+                    help=f"forward: inference (no_grad); train: forward + backward of {TRAIN_IMPLS}")
     ap.add_argument("--T", type=int, nargs="+", default=[1024, 4096, 16384, 65536, 131072], help="sequence lengths")
     ap.add_argument("--window", type=int, default=64, help="one-sided window w")
     ap.add_argument("--heads", type=int, default=4, help="H")
@@ -86,6 +96,8 @@ def run(opts) -> List[dict]:
     from tqdm.auto import tqdm
     device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(opts.threads)
+    if opts.mode == "train":
+        return run_train(opts, device)
     impls = (opts.impls or DEFAULT_IMPLS + (",hybrid:triton" if device.startswith("cuda") else "")).split(",")
     peaks = gpu_peaks(opts) if device.startswith("cuda") else None
     rows, notes, roof = [], [], {}
@@ -133,6 +145,57 @@ def run(opts) -> List[dict]:
     return rows
 
 
+def run_train(opts, device: str) -> List[dict]:
+    """``--mode train``: one forward + backward step per (T, impl), timed side by side; prints the table."""
+    from tqdm.auto import tqdm
+    impls = (opts.impls or TRAIN_IMPLS).split(",")
+    rows, notes = [], []
+    bar = tqdm(total=len(opts.T) * len(impls), desc="bench train", unit="run")
+    for T in opts.T:
+        s = Setting(opts.batch, opts.heads, T, opts.head_dim, opts.window, opts.globals, opts.dtype, device)
+        q, k, v, gm = make_inputs(s)
+        fns = {}
+        for impl in impls:
+            reason = train_why_skip(impl, s, opts.max_gb)
+            if reason:
+                notes.append(f"skipped {impl} at T={T}: {reason}")
+                bar.update()
+                continue
+            forward, step = train_runners(impl, s, q, k, v, gm)
+            fns[impl], fns["forward " + impl] = step, forward
+        bar.set_postfix_str(f"T={T}: timing {len(fns) // 2} impls")
+        ms, outs = time_side_by_side(fns, device, opts.repeats, min(opts.warmup, 1))
+        ref = outs.get("dense")
+        for impl in [i for i in impls if i in fns]:
+            bar.set_postfix_str(f"T={T} {impl}: memory")
+            if opts.mem == "none":
+                mem = math.nan
+            elif device.startswith("cuda"):
+                mem = peak_mem_here(fns[impl], device, 0)
+            else:
+                mem = peak_mem_child(impl, s, opts.threads, mode="train")
+            err = (max((a.float() - b.float()).abs().max().item() for a, b in zip(outs[impl], ref))
+                   if ref is not None else math.nan)
+            rows.append(dict(impl=impl.split(":")[0], backend=train_backend_name(impl), device=device,
+                             dtype=opts.dtype, B=s.B, H=s.H, T=T, Dh=s.Dh, window=s.window, G=s.G,
+                             time_ms=ms[impl], peak_mem_mb=mem,
+                             speedup_vs_dense=ms["dense"] / ms[impl] if "dense" in ms else math.nan, max_err=err))
+            fwd = ms["forward " + impl]
+            notes.append(f"T={T} {impl}: forward {fwd:.2f} ms, backward {ms[impl] - fwd:.2f} ms "
+                         f"({(ms[impl] - fwd) / fwd:.2f}x the forward)")
+            bar.update()
+        if ref is None and "dense" in impls:
+            notes.append(f"T={T}: no dense reference, so no speedup_vs_dense or max_err")
+        del fns, outs, ref
+    bar.close()
+    q_mb = opts.batch * opts.heads * opts.head_dim * 4 / 2**20
+    notes.append("time: one step, forward + backward; peak MB: extra memory of that step; size of q: "
+                 + ", ".join(f"{q_mb * T:.3g} MB at T={T}" for T in opts.T)
+                 + "; backward = median step - median forward")
+    print(format_table(rows, notes))
+    return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m tutor.bench``; returns the exit code."""
     opts = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -140,6 +203,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return child_main(opts.child)
     if opts.quick:                                    # quick sizes, unless given explicitly
         for key, val in QUICK.items():
+            if key == "impls" and opts.mode == "train":               # train has its own list
+                continue
             if getattr(opts, key) == build_parser().get_default(key):
                 setattr(opts, key, val)
     problem = check_options(opts)

@@ -59,9 +59,12 @@ def peak_mem_here(fn: Callable, device: str, warmup: int) -> float:
         return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
 
 
-def peak_mem_child(impl: str, s: Setting, threads: int, timeout: float = 900) -> float:
-    """Run ``impl`` once in a fresh Python (same seed) and return its peak extra MB (NaN on failure)."""
-    spec = json.dumps({"impl": impl, "setting": s.__dict__, "threads": threads})
+def peak_mem_child(impl: str, s: Setting, threads: int, timeout: float = 900, mode: str = "forward") -> float:
+    """Run ``impl`` once in a fresh Python (same seed) and return its peak extra MB (NaN on failure).
+
+    ``mode="train"``: one forward + backward step (:func:`.train.train_runners`) instead of a forward.
+    """
+    spec = json.dumps({"impl": impl, "setting": s.__dict__, "threads": threads, "mode": mode})
     try:
         res = subprocess.run([sys.executable, "-m", "tutor.bench", "--child", spec], capture_output=True,
                              text=True, timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -76,6 +79,11 @@ def child_main(spec: str) -> int:
     torch.set_num_threads(d["threads"])
     s = Setting(**d["setting"])
     q, k, v, gm = make_inputs(s)
+    if d.get("mode", "forward") == "train":
+        from .train import train_runners
+        _, step = train_runners(d["impl"], s, q, k, v, gm)
+        print(peak_mem_here(step, s.device, warmup=1))
+        return 0
     warmup = 2 if "flex" in d["impl"] or d["impl"] == "hybrid:auto" else 1
     with torch.no_grad():
         print(peak_mem_here(runner(d["impl"], s, q, k, v, gm), s.device, warmup=warmup))
