@@ -4,6 +4,7 @@ One module per concern:
 
 * :mod:`.runs` - a benchmark point (:class:`Setting`), its seeded inputs, and the callable of each impl.
 * :mod:`.timing` - warm-up, synchronisation and side-by-side median timing.
+* :mod:`.train` - ``--mode train``: one forward + backward step per implementation.
 * :mod:`.memory` - the peak extra memory of one call (CUDA allocator, or a fresh CPU child process).
 * :mod:`.gpu` - spec-sheet peaks of common GPUs and the roofline fraction.
 * :mod:`.report` - the printed table and the CSV (written by the CLI, read back by :func:`load_benchmarks`).
