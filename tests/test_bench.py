@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,6 +181,35 @@ def test_train_step_returns_the_dense_gradients_and_lean_keeps_less():
     forward, _ = train_runners("blocked:lean", s, q, k, v, gm)
     assert type(forward().grad_fn).__name__ == "LeanBlockedAttentionBackward"
     assert not q.requires_grad                                 # the caller's tensors are left alone
+
+
+def test_train_mode_runs_hybrid_backends_where_they_can_train(tmp_path, capsys):
+    """hybrid:auto trains (blocked's lean path on CPU); flex and triton say why they cannot here."""
+    out = tmp_path / "train.csv"
+    rc = bench.main(["--mode", "train", "--device", "cpu", "--T", "48", "--window", "4", "--heads", "2",
+                     "--head-dim", "8", "--repeats", "1", "--mem", "none", "--csv", str(out),
+                     "--impls", "dense,hybrid:auto,hybrid:flex,hybrid:triton,flex_mask"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert [(r["impl"], r["backend"]) for r in rows] == [("dense", "sdpa"), ("hybrid", "auto")]
+    assert float(rows[1]["max_err"]) < 1e-5
+    for impl in ("hybrid:flex", "hybrid:triton", "flex_mask"):
+        assert f"skipped {impl} at T=48: " in printed
+
+
+def test_gpu_check_script_runs_on_cpu(tmp_path):
+    """scripts/gpu_check.sh without CUDA: the CPU correctness check passes, the CUDA steps are skipped."""
+    import json
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh")], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no CUDA GPU: the CUDA steps are skipped" in done.stdout
+    assert "0 failed of 3 comparisons" in (tmp_path / "check.log").read_text()
+    rows = json.loads((tmp_path / "check.json").read_text())
+    assert len(rows) == 3 and all(r["ok"] and r["backend"] == "blocked" for r in rows)
 
 
 def test_train_mode_skips_and_rejects_forward_impls(capsys):

@@ -40,7 +40,7 @@ from .memory import child_main, peak_mem_child, peak_mem_here
 from .report import format_table, write_csv
 from .runs import DEFAULT_IMPLS, Setting, backend_name, make_inputs, runner, why_skip
 from .timing import time_side_by_side
-from .train import TRAIN_IMPLS, train_backend_name, train_runners, train_why_skip
+from .train import TRAIN_GPU_IMPLS, TRAIN_IMPLS, train_backend_name, train_runners, train_why_skip
 
 QUICK = dict(T=[128, 256], heads=2, head_dim=16, window=8, repeats=2, impls="dense,unfold,hybrid:auto")
 
@@ -55,7 +55,10 @@ def check_options(opts) -> Optional[str]:
     for name in ("heads", "head_dim", "batch", "repeats", "threads"):
         if getattr(opts, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}"
-    known = set(TRAIN_IMPLS.split(",")) if opts.mode == "train" else set(DEFAULT_IMPLS.split(",")) | {"hybrid:triton"}
+    if opts.mode == "train":
+        known = set(f"{TRAIN_IMPLS},{TRAIN_GPU_IMPLS}".split(","))
+    else:
+        known = set(DEFAULT_IMPLS.split(",")) | {"hybrid:triton"}
     bad = [i for i in (opts.impls or "").split(",") if i and i not in known]
     if bad:
         return f"--impls: unknown {bad}; choose from {sorted(known)}"
@@ -66,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m tutor.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["forward", "train"], default="forward",
-                    help=f"forward: inference (no_grad); train: forward + backward of {TRAIN_IMPLS}")
+                    help=f"forward: inference (no_grad); train: forward + backward of {TRAIN_IMPLS} "
+                         f"(on CUDA also flex_mask, hybrid:flex, hybrid:triton)")
     ap.add_argument("--T", type=int, nargs="+", default=[1024, 4096, 16384, 65536, 131072], help="sequence lengths")
     ap.add_argument("--window", type=int, default=64, help="one-sided window w")
     ap.add_argument("--heads", type=int, default=4, help="H")
@@ -148,7 +152,8 @@ def run(opts) -> List[dict]:
 def run_train(opts, device: str) -> List[dict]:
     """``--mode train``: one forward + backward step per (T, impl), timed side by side; prints the table."""
     from tqdm.auto import tqdm
-    impls = (opts.impls or TRAIN_IMPLS).split(",")
+    gpu_extra = "," + ",".join(TRAIN_GPU_IMPLS.split(",")[:3]) if device.startswith("cuda") else ""
+    impls = (opts.impls or TRAIN_IMPLS + gpu_extra).split(",")
     rows, notes = [], []
     bar = tqdm(total=len(opts.T) * len(impls), desc="bench train", unit="run")
     for T in opts.T:
@@ -156,7 +161,7 @@ def run_train(opts, device: str) -> List[dict]:
         q, k, v, gm = make_inputs(s)
         fns = {}
         for impl in impls:
-            reason = train_why_skip(impl, s, opts.max_gb)
+            reason = train_why_skip(impl, s, opts.max_gb, q)
             if reason:
                 notes.append(f"skipped {impl} at T={T}: {reason}")
                 bar.update()

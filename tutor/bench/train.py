@@ -5,7 +5,9 @@ with the bool mask of :func:`tutor.masks.hybrid_mask`, differentiated by autogra
 (B, H, T, T) probabilities), ``blocked:autograd`` (the blocked backend with plain autograd: every
 chunk's scores, probabilities and span copies are kept) and ``blocked:lean`` (the blocked backend
 with :class:`~tutor.attention.lean_backward.LeanBlockedAttention`: q, k, v, the output and one
-log-sum-exp per row are kept, chunks are recomputed in the backward pass). One step is
+log-sum-exp per row are kept, chunks are recomputed in the backward pass), and, where they can
+train (on CUDA), ``flex_mask`` (FlexAttention with the plain ``hybrid_mask_mod``),
+``hybrid:flex``, ``hybrid:triton`` and ``hybrid:auto``. One step is
 ``out = attention(q, k, v)`` then ``torch.autograd.grad(out, (q, k, v), dO)`` with a fixed seeded dO.
 """
 from __future__ import annotations
@@ -18,6 +20,8 @@ from torch import Tensor
 from .runs import Setting
 
 TRAIN_IMPLS = "dense,blocked:autograd,blocked:lean"
+#: also known to ``--mode train``; the first three are added to the default list on CUDA
+TRAIN_GPU_IMPLS = "flex_mask,hybrid:flex,hybrid:triton,hybrid:auto"
 
 
 def train_estimate_gb(impl: str, s: Setting) -> float:
@@ -30,14 +34,22 @@ def train_estimate_gb(impl: str, s: Setting) -> float:
     return 12 * rows * s.Dh * 4 / 1e9
 
 
-def train_why_skip(impl: str, s: Setting, max_gb: float) -> Optional[str]:
+def train_why_skip(impl: str, s: Setting, max_gb: float, q: Optional[Tensor] = None) -> Optional[str]:
     """None if ``impl`` should train at this setting, else the reason it is skipped."""
     need = train_estimate_gb(impl, s)
-    return f"needs ~{need:.3g} GB > --max-gb {max_gb:g}" if need > max_gb else None
+    if need > max_gb:
+        return f"needs ~{need:.3g} GB > --max-gb {max_gb:g}"
+    if q is not None and (impl == "flex_mask" or impl.startswith("hybrid:") and impl != "hybrid:auto"):
+        from ..attention.hybrid import BACKENDS
+        name = "flex" if impl == "flex_mask" else impl.split(":", 1)[1]
+        return BACKENDS[name].why_not(q, True, False) if name in BACKENDS else f"no backend {name!r}"
+    return None
 
 
 def train_backend_name(impl: str) -> str:
     """The ``backend`` column of a training row: which backward pass ran."""
+    if impl.startswith("hybrid:") or impl == "flex_mask":
+        return "flex" if impl == "flex_mask" else impl.split(":", 1)[1]
     return "sdpa" if impl == "dense" else impl.split(":", 1)[1]
 
 
@@ -51,7 +63,10 @@ def train_forward(impl: str, s: Setting, q: Tensor, k: Tensor, v: Tensor, gm: Te
     if impl in ("blocked:autograd", "blocked:lean"):
         backward = impl.split(":", 1)[1]
         return lambda: blocked_hybrid_attention(q, k, v, s.window, gm, backward=backward)
-    raise ValueError(f"unknown training impl {impl!r}; choose from {TRAIN_IMPLS}")
+    if impl == "flex_mask" or impl.startswith("hybrid:"):
+        from .runs import runner
+        return runner(impl, s, q, k, v, gm)
+    raise ValueError(f"unknown training impl {impl!r}; choose from {TRAIN_IMPLS},{TRAIN_GPU_IMPLS}")
 
 
 def train_runners(impl: str, s: Setting, q: Tensor, k: Tensor, v: Tensor, gm: Tensor, seed: int = 1
