@@ -108,3 +108,38 @@ def test_table_and_json_agree_without_running_anything():
     assert (data["points"], data["max_points"], data["percent"]) == (1, 3, 33.33)
     assert "33.3 %" in table and "1/3" in table and "malformed" in table and "not attempted" in table
     assert [n["points"] for n in data["notebooks"]] == [1, 0]
+
+
+DENSE_04_Q3 = '''
+def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
+    T = q.shape[-2]
+    i = torch.arange(T)
+    allowed = (i[:, None] - i[None, :]).abs() <= window                              # (T, T)
+    allowed = allowed | global_mask[:, None, :, None] | global_mask[:, None, None, :]  # (B, 1, T, T)
+    s = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5                                 # (B, H, T, T)
+    return torch.softmax(s.masked_fill(~allowed, float("-inf")), dim=-1) @ v
+'''
+
+
+@pytest.mark.slow
+def test_probes_run_in_the_graded_kernel_two_notebooks_at_a_time(tmp_path):
+    """04.q3's memory probe and 03's loop probes watch the answer where it runs, in its kernel.
+
+    A dense answer to 04.q3 gives the right values but is refused for its (T, T) scores; solved 03
+    passes its loop probes. Graded two at a time: the probes once called the kernel from a worker
+    thread and hung both notebooks until their deadline.
+    """
+    import shutil
+    dense = _notebook(tmp_path / "04_dense.ipynb", "import torch\nfrom tutor import exercises",
+                      DENSE_04_Q3, 'exercises.question("04.q3").check(blocked_hybrid_attention)')
+    shutil.copy(ROOT / "solutions" / "03_unfold_vectorization.ipynb", tmp_path / "03_solved.ipynb")
+    out = tmp_path / "grades.json"
+    code = grading.main([str(tmp_path / "03_solved.ipynb"), str(dense), "--jobs", "2", "--deadline", "120",
+                         "--json", str(out)])
+    assert code == 0
+    by_path = {Path(nb["path"]).name: nb for nb in json.loads(out.read_text())["notebooks"]}
+    solved, mine = by_path["03_solved.ipynb"], by_path["04_dense.ipynb"]
+    assert solved["status"] == "graded" and solved["points"] == solved["max_points"] == 5, solved
+    q3 = next(q for q in mine["questions"] if q["id"] == "04.q3")
+    assert mine["status"] == "graded" and q3["status"] == "incorrect", mine
+    assert "memory probe" in q3["message"] and "block by block" in q3["message"], q3

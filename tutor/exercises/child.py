@@ -10,12 +10,14 @@ verdict, so nothing the learner changes here can forge one.
 from __future__ import annotations
 
 import io
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
 from . import problem, questions, stubs
 from .feedback import Result, is_blank
+from .footprint import largest_storage
+from .loops import lines_run
 from .sandbox import TimeLimitExceeded, call_with_limit, pinned_torch
 
 WITHHELD = "(withheld while grading)"
@@ -82,14 +84,23 @@ def _error(exc: BaseException):
     return (kind, type(exc).__name__, str(exc)[:500])
 
 
-def call(qid: str, inp: str, out: str, seconds: float) -> None:
-    """Call the answer of ``qid`` on the arguments in ``inp``; write value, error and arguments after."""
+#: probes the grader may ask for (:func:`tutor.exercises.sandbox.probe_with_limit`): name -> probe(fn, args)
+PROBES = {"largest_storage": largest_storage, "lines_run": lines_run}
+
+
+def call(qid: str, inp: str, out: str, seconds: float, probe: Optional[str] = None) -> None:
+    """Call the answer of ``qid`` on the arguments in ``inp``; write value, error and arguments after.
+
+    With ``probe`` the value written is what that probe of :data:`PROBES` saw of the call (an int).
+    """
     from . import question
     args = torch.load(inp, weights_only=True)
     q = question(qid)
+    fn, call_args = ((_ANSWERS[qid], tuple(args)) if probe is None else
+                     (PROBES[probe], (_ANSWERS[qid], tuple(args))))
     try:
         with stubs.allowing(_watched(q)), pinned_torch():
-            value, error = call_with_limit(_ANSWERS[qid], tuple(args), seconds)
+            value, error = call_with_limit(fn, call_args, seconds)
     except BaseException as exc:      # the learner's code ended the call some other way
         value, error = None, exc
     payload = {"value": None if error is not None else value, "after": args,

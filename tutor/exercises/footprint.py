@@ -14,7 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .sandbox import call_with_limit
+from .sandbox import probe_with_limit
 
 
 class _LargestStorage(TorchDispatchMode):
@@ -44,7 +44,7 @@ def builds_square(fn: Callable, args: tuple, T: int, BH: int, seconds: float = 5
 
     ``BH``: batch x heads of the probe, so the limit is what one (T, T) table per head would take.
     """
-    largest, error = call_with_limit(largest_storage, (fn, args), seconds)
+    largest, error = probe_with_limit(largest_storage, fn, args, seconds)
     if error is not None:
         return f"on case 'memory probe' (T={T}) your function raised {type(error).__name__}: {error}", 0
     if largest >= BH * T * T // 2:

@@ -27,7 +27,10 @@ with introspection (that is copying, a matter of academic honesty, not a forged 
 that burns its CPU share until its deadline; without a PID namespace and as the grader's own user,
 a kernel can signal the grader's processes and edit files the grader's user may write (run the
 grader as root, which drops the kernel to ``nobody``, or on a read-only checkout); two notebooks
-graded at once (``--jobs``) as the same user can see each other's temporary folders.
+graded at once (``--jobs``) as the same user can see each other's temporary folders. The probes that
+watch *how* an answer runs (a Python loop over T in 03, a (T, T) tensor in 04.q3) run where the
+answer runs, in the kernel: a learner who patches them there can hide a loop or a large tensor from
+them, never turn a wrong value into a correct one.
 """
 from __future__ import annotations
 

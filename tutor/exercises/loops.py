@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from .sandbox import call_with_limit
+from .sandbox import probe_with_limit
 
 _NOT_LEARNER = tuple(os.path.dirname(p) + os.sep for p in (torch.__file__, os.path.dirname(__file__)))
 _NOT_LEARNER += tuple(sysconfig.get_paths()[k] + os.sep for k in ("stdlib", "platstdlib"))
@@ -58,7 +58,7 @@ def loop_over_T(fn: Callable, arguments: Callable[[int], tuple], sizes: Sequence
     """
     counts = []
     for T in sizes:
-        value, error = call_with_limit(lines_run, (fn, arguments(T)), seconds)
+        value, error = probe_with_limit(lines_run, fn, arguments(T), seconds)
         if error is not None:
             return f"on case 'loop probe' (T={T}) your function raised {type(error).__name__}: {error}", counts
         counts.append(value)

@@ -163,6 +163,18 @@ def _call_in_thread(fn: Callable, args: tuple, seconds: float,
     return box.get("value"), None
 
 
+def probe_with_limit(probe: Callable, fn: Callable, args: tuple, seconds: float) -> Tuple[Any, Optional[BaseException]]:
+    """``probe(fn, args)`` for at most ``seconds``: a probe watches how ``fn(*args)`` runs (lines, storages).
+
+    An answer that lives in a graded kernel (``_tutor_remote``) is probed there, by the probe of the
+    same name in :mod:`tutor.exercises.child`: its operations never run in this process, and calling
+    it from :func:`call_with_limit`'s worker thread would share the kernel's channel between threads.
+    """
+    if getattr(fn, "_tutor_remote", False):
+        return fn.call_limited(args, seconds, probe=probe.__name__)
+    return call_with_limit(probe, (fn, args), seconds)
+
+
 def call_with_limit(fn: Callable, args: tuple, seconds: float,
                     watcher: Optional[CallWatcher] = None) -> Tuple[Any, Optional[BaseException]]:
     """Run ``fn(*args)`` for at most ``seconds``; returns ``(value, None)`` or ``(None, error)``.

@@ -101,13 +101,18 @@ class RemoteAnswer:
         name = secrets.token_hex(8)
         return str(self.kernel.folder / "in" / f"{name}.pt"), str(self.kernel.out_dir / f"{name}.pt")
 
-    def call_limited(self, args: tuple, seconds: float) -> Tuple[Any, Optional[BaseException]]:
+    def call_limited(self, args: tuple, seconds: float, probe: Optional[str] = None
+                     ) -> Tuple[Any, Optional[BaseException]]:
+        """``(value, error)`` of the answer on ``args``, or with ``probe`` (a name of
+        :data:`tutor.exercises.child.PROBES`) what that probe saw of the call: an int, else 0."""
+        if probe is not None and not probe.isidentifier():
+            raise ValueError(f"probe must be a name, got {probe!r}")
         if self.kernel.dead:
             return None, RuntimeError("the notebook's kernel had stopped before this call")
         inp, out = self._paths()
         _write_new(inp, list(args))
         source = (f"__import__('tutor.exercises.child', fromlist=['call']).call("
-                  f"{self.qid!r}, {inp!r}, {out!r}, {float(seconds)!r})")
+                  f"{self.qid!r}, {inp!r}, {out!r}, {float(seconds)!r}, {probe!r})")
         status, _ = self.kernel.run(source, seconds + GRACE)
         if status == "timeout":
             return None, TimeLimitExceeded(f"ran for more than {seconds:g} s (the kernel was stopped)")
@@ -132,6 +137,9 @@ class RemoteAnswer:
             if type(error) is not tuple or len(error) != 3 or not all(type(e) is str for e in error):
                 return None, TypeError("an unreadable error came back")
             return None, _remote_error(*error)
+        if probe is not None:        # a count from the learner's kernel: an int or nothing seen
+            value = reply.get("value")
+            return (value if type(value) is int and value >= 0 else 0), None
         return reply.get("value"), None
 
     @staticmethod
