@@ -212,6 +212,24 @@ def test_longformer_masks_both_ways():
         cv.to_longformer_masks(g, pad[:, :3])
 
 
+def test_longformer_layer_inputs_mark_padding_min_and_global_max():
+    """What LongformerModel hands each layer: min on padding, max on global tokens, flags read from it."""
+    g = torch.tensor([[True, False, True, False]])
+    pad = torch.tensor([[False, False, True, True]])
+    kw = cv.longformer_layer_inputs(g, pad)
+    big = torch.finfo(torch.float32)
+    assert kw["attention_mask"].dtype == torch.float32
+    assert kw["attention_mask"].tolist() == [[big.max, 0.0, big.min, big.min]]
+    assert torch.equal(kw["is_index_masked"], pad)
+    assert kw["is_index_global_attn"].tolist() == [[True, False, False, False]]   # a padded position is never global
+    assert kw["is_global_attn"] is True
+    assert cv.longformer_layer_inputs(torch.zeros(1, 4, dtype=torch.bool), pad)["is_global_attn"] is False
+    with pytest.raises(ValueError, match="same shape"):
+        cv.longformer_layer_inputs(g, pad[:, :3])
+    with pytest.raises(ValueError, match="key_padding_mask"):
+        cv.longformer_layer_inputs(g, pad[0])
+
+
 def test_qa_and_cls_global_tokens():
     sep, pad_id = 2, 1
     ids = torch.tensor([[0, 11, 12, sep, sep, 20, 21, sep, pad_id],

@@ -13,6 +13,7 @@ from torch import nn
 
 from strategies import single_thread  # noqa: F401 (fixture)
 from tutor.attention import HybridSparseAttention
+from tutor.conventions import longformer_layer_inputs
 from tutor.interop import LongformerSelfAttentionSwap, count_swapped, swap_longformer_attention
 
 transformers = pytest.importorskip("transformers")
@@ -84,11 +85,8 @@ def test_one_layer_against_longformer_self_attention(hf_model, n_global):
     glob[1, : n_global // 2] = True
     pad = torch.zeros(B, T, dtype=torch.bool)
     pad[1, 12:] = True
-    big = torch.finfo(torch.float32)
-    internal = torch.zeros(B, T).masked_fill(pad, big.min).masked_fill(glob & ~pad, big.max)
     with torch.no_grad():
-        want = hf_attn(x, attention_mask=internal, is_index_masked=internal < 0, is_index_global_attn=internal > 0,
-                       is_global_attn=bool((internal > 0).any()))[0]
+        want = hf_attn(x, **longformer_layer_inputs(glob, pad))[0]
         got = layer(x, global_mask=glob, key_padding_mask=pad)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
@@ -106,11 +104,8 @@ def test_layer_equals_longformer_on_random_shapes_and_masks(w, n, data):
     for b in range(B):
         pad[b, T - data.draw(st.integers(0, T - 1)):] = True
     x = torch.randn(B, T, 32)
-    big = torch.finfo(torch.float32)
-    internal = torch.zeros(B, T).masked_fill(pad, big.min).masked_fill(glob & ~pad, big.max)
     with torch.no_grad():
-        want = hf_attn(x, attention_mask=internal, is_index_masked=internal < 0, is_index_global_attn=internal > 0,
-                       is_global_attn=bool((internal > 0).any()))[0]
+        want = hf_attn(x, **longformer_layer_inputs(glob, pad))[0]
         got = layer(x, global_mask=glob, key_padding_mask=pad)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 

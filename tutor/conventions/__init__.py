@@ -4,15 +4,16 @@
   formulas both ways, how it names global tokens, whether the pairs are the same, its docs).
 * :mod:`.windows` - ``to_<library>(window)`` / ``from_<library>(setting)``; ValueError where a
   convention cannot say what ours says.
-* :mod:`.mask_formats` - our masks as SDPA / FlexAttention / Longformer masks, and Longformer's
+* :mod:`.mask_formats` - our masks as SDPA / FlexAttention / Longformer masks (the model's and its
+  layers'), and Longformer's
   choice of global tokens for classification and question answering.
 * :mod:`.pairs` - the (query, key) pairs a library setting allows, from its documented rule.
 
 Nothing here imports the libraries themselves: the tests run them (transformers, local-attention)
 against these functions.
 """
-from .mask_formats import (cls_global_attention_mask, from_longformer_masks, qa_global_attention_mask,
-                           to_flex_mask_mod, to_longformer_masks, to_sdpa_mask)
+from .mask_formats import (cls_global_attention_mask, from_longformer_masks, longformer_layer_inputs,
+                           qa_global_attention_mask, to_flex_mask_mod, to_longformer_masks, to_sdpa_mask)
 from .pairs import (bigbird_band_pairs, flash_pairs, local_attention_pairs, longformer_pairs, natten_pairs,
                     sliding_window_pairs)
 from .table import CONVENTIONS, Convention, convention, table_rows
@@ -24,7 +25,7 @@ __all__ = ["CONVENTIONS", "Convention", "convention", "table_rows",
            "to_longformer", "from_longformer", "to_flash_window_size", "from_flash_window_size",
            "to_local_attention", "from_local_attention", "to_natten", "from_natten", "to_sliding_window",
            "from_sliding_window", "to_bigbird", "bigbird_window_bounds",
-           "to_sdpa_mask", "to_flex_mask_mod", "to_longformer_masks", "from_longformer_masks",
+           "to_sdpa_mask", "to_flex_mask_mod", "to_longformer_masks", "from_longformer_masks", "longformer_layer_inputs",
            "qa_global_attention_mask", "cls_global_attention_mask",
            "flash_pairs", "longformer_pairs", "local_attention_pairs", "natten_pairs", "sliding_window_pairs",
            "bigbird_band_pairs"]

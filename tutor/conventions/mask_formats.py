@@ -73,6 +73,24 @@ def to_longformer_masks(global_mask: Optional[Tensor] = None,
     return (~pad).long(), glob.long()                                     # (B, T), (B, T)
 
 
+def longformer_layer_inputs(global_mask: Tensor, key_padding_mask: Tensor) -> dict:
+    """The mask keywords ``LongformerModel`` hands each ``LongformerSelfAttention`` layer.
+
+    global_mask, key_padding_mask: bool (B, T). ``attention_mask`` is float (B, T): the float32
+    minimum on padding, the maximum on (unpadded) global tokens, 0 elsewhere; the flags are read
+    from it as the model does. Use with ``layer(hidden_states, **longformer_layer_inputs(g, p))``.
+    """
+    glob = _flag("global_mask", global_mask).bool()
+    pad = _flag("key_padding_mask", key_padding_mask).bool()
+    if pad.shape != glob.shape:
+        raise ValueError(f"global_mask and key_padding_mask must have the same shape, got {tuple(glob.shape)} "
+                         f"and {tuple(pad.shape)}")
+    big = torch.finfo(torch.float32)
+    internal = torch.zeros(pad.shape, device=pad.device).masked_fill(pad, big.min).masked_fill(glob & ~pad, big.max)
+    return {"attention_mask": internal, "is_index_masked": internal < 0,                # (B, T) each
+            "is_index_global_attn": internal > 0, "is_global_attn": bool((internal > 0).any())}
+
+
 def from_longformer_masks(attention_mask: Optional[Tensor] = None,
                           global_attention_mask: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Optional[Tensor]]:
     """``(global_mask, key_padding_mask)`` (bool (B, T) or None) from Longformer's integer masks.

@@ -24,7 +24,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from ..bench.memory import peak_mem_here
+from ..bench.runs import global_positions                          # [CLS] at 0, the others spread evenly
 from ..bench.timing import time_side_by_side
+from ..conventions import longformer_layer_inputs
 from .longformer import LongformerSelfAttentionSwap
 
 IMPLS = ("longformer", "ours")
@@ -44,11 +46,6 @@ class Point:
     backward: bool = False
 
 
-def global_positions(T: int, G: int) -> List[int]:
-    """[CLS] at 0, the others spread evenly (``i * T // G``)."""
-    return sorted({i * T // G for i in range(G)})
-
-
 def make_pair(p: Point, seed: int = 0) -> Tuple[Callable, Callable, Dict[str, torch.Tensor]]:
     """Longformer's self-attention, ours with the same weights, and the call's inputs (seeded)."""
     from transformers import LongformerConfig
@@ -65,10 +62,7 @@ def make_pair(p: Point, seed: int = 0) -> Tuple[Callable, Callable, Dict[str, to
     glob[:, global_positions(p.T, p.G)] = True
     pad = torch.zeros(p.B, T, dtype=torch.bool)
     pad[:, p.T:] = True
-    big = torch.finfo(torch.float32)
-    internal = torch.zeros(p.B, T).masked_fill(pad, big.min).masked_fill(glob, big.max).to(p.device)
-    inputs = {"hidden_states": x, "attention_mask": internal, "is_index_masked": internal < 0,
-              "is_index_global_attn": internal > 0, "is_global_attn": p.G > 0}
+    inputs = {"hidden_states": x, **longformer_layer_inputs(glob.to(p.device), pad.to(p.device))}
     return theirs, ours, inputs
 
 

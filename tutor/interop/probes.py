@@ -11,6 +11,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..conventions import longformer_layer_inputs
+
 __all__ = ["longformer_reads", "local_attention_reads"]
 
 
@@ -36,11 +38,8 @@ def longformer_reads(T: int, attention_window: int, global_mask: Optional[Tensor
         for lin in (attn.value, attn.value_global):                      # identity values
             lin.weight.copy_(torch.eye(T))
             lin.bias.zero_()
-        big = torch.finfo(torch.float32)
-        internal = torch.zeros(B, T).masked_fill(pad, big.min).masked_fill(glob & ~pad, big.max)
         x = torch.eye(T).expand(B, T, T).contiguous()                     # hidden state of token j = e_j
-        out = attn(x, attention_mask=internal, is_index_masked=internal < 0,
-                   is_index_global_attn=internal > 0, is_global_attn=bool((internal > 0).any()))[0]
+        out = attn(x, **longformer_layer_inputs(glob, pad))[0]
     return out > 0                                                        # (B, T, T)
 
 
