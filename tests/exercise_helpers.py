@@ -1,7 +1,9 @@
-"""Shared by the exercise tests: run the learner-side solutions the way a notebook would."""
+"""Shared by the exercise tests: run the learner-side solutions the way a notebook would, and check answers."""
 import importlib
 
 import torch
+
+from tutor import exercises
 
 
 def solved(qid: str):
@@ -13,3 +15,13 @@ def solved(qid: str):
         if q.id == qid:
             return ns[q._name], ns
     raise KeyError(qid)
+
+
+def solution(qid: str):
+    """The stored learner-side solution of ``qid`` (not the reference, which the checkers watch for)."""
+    return solved(qid)[0]
+
+
+def check(qid: str, answer):
+    """``exercises.question(qid).check(answer)``: the feedback a learner gets."""
+    return exercises.question(qid).check(answer)

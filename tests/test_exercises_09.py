@@ -1,71 +1,40 @@
-"""Checkers of notebook 09 (into real models), tested like the others: the reference and the stored
-solution pass, a placeholder is "not attempted", classic wrong answers are "incorrect" with a
-message naming the case."""
+"""Checkers of notebook 09 (into real models): classic wrong answers are "incorrect" with a
+message naming the case (the reference, the stored solution and the placeholder of every question
+are tested in test_exercises.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from exercise_helpers import solved as solved_with_namespace
-
-from tutor import exercises
-from tutor.exercises import ____
-
-QIDS = ["09.q1", "09.q2", "09.q3"]
-
-
-def _right(qid: str):
-    """The stored solution (not the reference, which the checker watches for)."""
-    return solved_with_namespace(qid)[0]
-
-
-def check(qid: str, answer):
-    return exercises.question(qid).check(answer)
-
-
-def test_registered():
-    assert [q.id for q in exercises.notebook_questions()["09"]] == QIDS
-
-
-@pytest.mark.parametrize("qid", QIDS)
-def test_reference_solution_and_placeholder(qid):
-    q = exercises.question(qid)
-    assert q._check_trusted(q.reference).status == "correct"
-    assert q.check(None).status == "not_attempted"
-    assert q.check(____).status == "not_attempted"
-    ns = {"torch": torch, "____": ____}
-    exec(q._stub, ns)
-    assert q.check(ns[q._name]).status == "not_attempted"
-    result = q.check(solved_with_namespace(qid)[0])
-    assert result.status == "correct", result.message
+from exercise_helpers import check, solution
 
 
 # --------------------------------------------------------------------------- 09.q1 to flash-attn
 def total_as_one_side(library, value):
     """Longformer's attention_window taken as the one-sided w."""
-    return (value, value, False) if library == "longformer" else _right("09.q1")(library, value)
+    return (value, value, False) if library == "longformer" else solution("09.q1")(library, value)
 
 
 def sliding_window_as_left(library, value):
     """Mistral's sliding_window passed straight to flash-attn: one key too many."""
-    return (value, 0, True) if library == "mistral" else _right("09.q1")(library, value)
+    return (value, 0, True) if library == "mistral" else solution("09.q1")(library, value)
 
 
 def old_transformers_fa2(library, value):
     """(sliding_window, sliding_window): what transformers once passed, one key more than eager."""
-    return (value, value, True) if library == "mistral" else _right("09.q1")(library, value)
+    return (value, value, True) if library == "mistral" else solution("09.q1")(library, value)
 
 
 def forgets_causal(library, value):
-    left, right, _ = _right("09.q1")(library, value)
+    left, right, _ = solution("09.q1")(library, value)
     return (left, left, False)
 
 
 def half_as_float(library, value):
-    return (value / 2, value / 2, False) if library == "longformer" else _right("09.q1")(library, value)
+    return (value / 2, value / 2, False) if library == "longformer" else solution("09.q1")(library, value)
 
 
 def only_left_right(library, value):
-    return _right("09.q1")(library, value)[:2]
+    return solution("09.q1")(library, value)[:2]
 
 
 @pytest.mark.parametrize("wrong, words", [(total_as_one_side, "Longformer attention_window=8"),
@@ -88,7 +57,7 @@ def includes_separator(input_ids, sep_token_id):
 
 
 def as_bool(input_ids, sep_token_id):
-    return _right("09.q2")(input_ids, sep_token_id).bool()
+    return solution("09.q2")(input_ids, sep_token_id).bool()
 
 
 def only_cls(input_ids, sep_token_id):
@@ -109,7 +78,7 @@ def question_without_cls(input_ids, sep_token_id):
 
 
 def hard_coded_sep(input_ids, sep_token_id):
-    return _right("09.q2")(input_ids, 2)
+    return solution("09.q2")(input_ids, 2)
 
 
 @pytest.mark.parametrize("wrong, words", [(includes_separator, "one sequence"), (as_bool, "dtype"),
@@ -129,11 +98,11 @@ def our_window(T, window_size, look_backward, look_forward, exact_windowsize):
 
 
 def ignores_exact(T, window_size, look_backward, look_forward, exact_windowsize):
-    return _right("09.q3")(T, window_size, look_backward, look_forward, False)
+    return solution("09.q3")(T, window_size, look_backward, look_forward, False)
 
 
 def exact_off_by_one(T, window_size, look_backward, look_forward, exact_windowsize):
-    ok = _right("09.q3")(T, window_size, look_backward, look_forward, False)
+    ok = solution("09.q3")(T, window_size, look_backward, look_forward, False)
     if exact_windowsize:
         i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
         ok = ok & (i - j < window_size * look_backward) & (j - i < window_size * look_forward)
@@ -141,11 +110,11 @@ def exact_off_by_one(T, window_size, look_backward, look_forward, exact_windowsi
 
 
 def symmetric_look(T, window_size, look_backward, look_forward, exact_windowsize):
-    return _right("09.q3")(T, window_size, look_backward, look_backward, exact_windowsize)
+    return solution("09.q3")(T, window_size, look_backward, look_backward, exact_windowsize)
 
 
 def transposed(T, window_size, look_backward, look_forward, exact_windowsize):
-    return _right("09.q3")(T, window_size, look_backward, look_forward, exact_windowsize).T.contiguous()
+    return solution("09.q3")(T, window_size, look_backward, look_forward, exact_windowsize).T.contiguous()
 
 
 @pytest.mark.parametrize("wrong, words", [(our_window, "whole buckets, one on each side"),
