@@ -192,7 +192,7 @@ def test_train_mode_runs_hybrid_backends_where_they_can_train(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     rows = list(csv.DictReader(open(out, newline="")))
-    assert [(r["impl"], r["backend"]) for r in rows] == [("dense", "sdpa"), ("hybrid", "auto")]
+    assert [(r["impl"], r["backend"]) for r in rows] == [("dense", "sdpa"), ("hybrid", "auto:blocked")]
     assert float(rows[1]["max_err"]) < 1e-5
     for impl in ("hybrid:flex", "hybrid:triton", "flex_mask"):
         assert f"skipped {impl} at T=48: " in printed

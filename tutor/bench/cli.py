@@ -181,7 +181,7 @@ def run_train(opts, device: str) -> List[dict]:
                 mem = peak_mem_child(impl, s, opts.threads, mode="train")
             err = (max((a.float() - b.float()).abs().max().item() for a, b in zip(outs[impl], ref))
                    if ref is not None else math.nan)
-            rows.append(dict(impl=impl.split(":")[0], backend=train_backend_name(impl), device=device,
+            rows.append(dict(impl=impl.split(":")[0], backend=train_backend_name(impl, s, q), device=device,
                              dtype=opts.dtype, B=s.B, H=s.H, T=T, Dh=s.Dh, window=s.window, G=s.G,
                              time_ms=ms[impl], peak_mem_mb=mem,
                              speedup_vs_dense=ms["dense"] / ms[impl] if "dense" in ms else math.nan, max_err=err))

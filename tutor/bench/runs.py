@@ -73,13 +73,25 @@ def runner(impl: str, s: Setting, q, k, v, gm) -> Callable[[], torch.Tensor]:
     raise ValueError(f"unknown impl {impl!r}; choose from {DEFAULT_IMPLS},hybrid:triton")
 
 
-def backend_name(impl: str, s: Setting, q) -> str:
+def backend_name(impl: str, s: Setting, q, needs_grad: bool = False) -> str:
     """The ``backend`` column: what actually ran."""
     if impl.startswith("hybrid:"):
         from ..attention import choose_backend
         name = impl.split(":", 1)[1]
-        return f"auto:{choose_backend(q, 'auto').name}" if name == "auto" else name
+        return f"auto:{choose_backend(q, 'auto', needs_grad=needs_grad).name}" if name == "auto" else name
     return {"dense": "sdpa", "looped": "python", "unfold": "torch", "flex_mask": "flex"}[impl]
+
+
+def backend_why_not(impl: str, q, needs_grad: bool = False) -> Optional[str]:
+    """Why the backend under ``flex_mask`` or ``hybrid:<name>`` cannot run ``q`` (None when it can,
+    and for ``hybrid:auto``, which always finds one, and for impls without a backend)."""
+    if impl != "flex_mask" and (not impl.startswith("hybrid:") or impl == "hybrid:auto"):
+        return None
+    from ..attention.hybrid import BACKENDS
+    name = "flex" if impl == "flex_mask" else impl.split(":", 1)[1]
+    if name not in BACKENDS:
+        return f"no backend {name!r}"
+    return BACKENDS[name].why_not(q, needs_grad, False)
 
 
 def why_skip(impl: str, s: Setting, q, max_gb: float) -> Optional[str]:
@@ -89,10 +101,4 @@ def why_skip(impl: str, s: Setting, q, max_gb: float) -> Optional[str]:
     need = memory_estimate_gb(impl, s)
     if need > max_gb:
         return f"needs ~{need:.3g} GB > --max-gb {max_gb:g}"
-    if impl in ("flex_mask",) or impl.startswith("hybrid:") and impl != "hybrid:auto":
-        from ..attention.hybrid import BACKENDS
-        name = "flex" if impl == "flex_mask" else impl.split(":", 1)[1]
-        if name not in BACKENDS:
-            return f"no backend {name!r}"
-        return BACKENDS[name].why_not(q, False, False)
-    return None
+    return backend_why_not(impl, q)

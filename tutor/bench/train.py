@@ -17,7 +17,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .runs import Setting
+from .runs import Setting, backend_name, backend_why_not
 
 TRAIN_IMPLS = "dense,blocked:autograd,blocked:lean"
 #: also known to ``--mode train``; the first three are added to the default list on CUDA
@@ -39,18 +39,14 @@ def train_why_skip(impl: str, s: Setting, max_gb: float, q: Optional[Tensor] = N
     need = train_estimate_gb(impl, s)
     if need > max_gb:
         return f"needs ~{need:.3g} GB > --max-gb {max_gb:g}"
-    if q is not None and (impl == "flex_mask" or impl.startswith("hybrid:") and impl != "hybrid:auto"):
-        from ..attention.hybrid import BACKENDS
-        name = "flex" if impl == "flex_mask" else impl.split(":", 1)[1]
-        return BACKENDS[name].why_not(q, True, False) if name in BACKENDS else f"no backend {name!r}"
-    return None
+    return None if q is None else backend_why_not(impl, q, needs_grad=True)
 
 
-def train_backend_name(impl: str) -> str:
+def train_backend_name(impl: str, s: Setting, q: Tensor) -> str:
     """The ``backend`` column of a training row: which backward pass ran."""
-    if impl.startswith("hybrid:") or impl == "flex_mask":
-        return "flex" if impl == "flex_mask" else impl.split(":", 1)[1]
-    return "sdpa" if impl == "dense" else impl.split(":", 1)[1]
+    if impl.startswith("blocked:"):
+        return impl.split(":", 1)[1]
+    return backend_name(impl, s, q, needs_grad=True)
 
 
 def train_forward(impl: str, s: Setting, q: Tensor, k: Tensor, v: Tensor, gm: Tensor) -> Callable[[], Tensor]:
