@@ -183,6 +183,16 @@ def test_train_step_returns_the_dense_gradients_and_lean_keeps_less():
     assert not q.requires_grad                                 # the caller's tensors are left alone
 
 
+def test_saved_tensors_counts_each_storage_once_and_leaves_out_the_inputs():
+    x = torch.randn(10, 3, requires_grad=True)
+    assert bench.saved_tensors(lambda x: (x * x).sum(), x) == {}                 # mul saves only x itself
+    kept = bench.saved_tensors(lambda x: (x.exp()[:5] * x.exp()[:5].detach()).sum(), x)
+    assert sorted(kept.values()) == [(torch.float32, 120)] * 2                     # two exp results, 30 floats each
+    y = x.exp()
+    assert bench.saved_bytes(lambda y: (y[:4] * y[4:8]).sum() + y.sin().sum(), y) == 0   # views of an input
+    assert bench.saved_bytes(lambda x: x.exp().sum(), x) == 120
+
+
 def test_train_mode_runs_hybrid_backends_where_they_can_train(tmp_path, capsys):
     """hybrid:auto trains (blocked's lean path on CPU); flex and triton say why they cannot here."""
     out = tmp_path / "train.csv"

@@ -19,6 +19,7 @@ import tutor.attention.blocked as blocked_mod
 from strategies import cases, single_thread  # noqa: F401 (fixture)
 from tutor.attention import HybridSparseAttention, dense_attention, hybrid_attention
 from tutor.attention.blocked import blocked_hybrid_attention
+from tutor.bench import saved_bytes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -191,27 +192,14 @@ def test_long_sequence_gradients_on_a_slice():
 
 
 # --------------------------------------------------------------------------- which path runs, and what it keeps
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd saves while ``fn()`` runs (each storage counted once)."""
-    seen = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 def test_lean_saves_only_inputs_output_and_row_statistics():
     B, H, T, Dh = 1, 2, 2048, 16
     q, k, v = (t.requires_grad_() for t in qkv(B, H, T, Dh, torch.float32))
     gm, _ = masks(B, T)
-    io = 4 * q.numel() * 4                                      # q, k, v, out
-    lean_bytes = saved_bytes(lambda: lean(q, k, v, 16, gm))
-    plain = saved_bytes(lambda: blocked_hybrid_attention(q, k, v, 16, gm, backward="autograd"))
-    assert lean_bytes <= io + 2 * B * H * (T + 64) * 4          # + the log-sum-exp of each row
+    out = q.numel() * 4                                         # q, k, v themselves are not counted
+    lean_bytes = saved_bytes(lambda q, k, v: lean(q, k, v, 16, gm), q, k, v)
+    plain = saved_bytes(lambda q, k, v: blocked_hybrid_attention(q, k, v, 16, gm, backward="autograd"), q, k, v)
+    assert lean_bytes <= out + 2 * B * H * (T + 64) * 4         # + the log-sum-exp of each row
     assert plain > 3 * lean_bytes                               # every chunk's scores and copies
 
 

@@ -1,4 +1,5 @@
-"""Peak extra memory of one call: the CUDA allocator's counters, or the RSS of a fresh CPU child.
+"""Peak extra memory of one call: the CUDA allocator's counters, or the RSS of a fresh CPU child;
+and what autograd saves for the backward pass (:func:`saved_tensors`).
 
 On CPU each (impl, T) runs in a fresh child process (``python -m tutor.bench --child SPEC``), so
 nothing allocated by earlier runs hides the peak. Linux resets the high-water mark after warm-up via
@@ -12,11 +13,36 @@ import os
 import resource
 import subprocess
 import sys
-from typing import Callable
+from typing import Callable, Dict, Tuple
 
 import torch
 
 from .runs import Setting, make_inputs, runner
+
+
+def saved_tensors(fn: Callable, *inputs: torch.Tensor) -> Dict[int, Tuple[torch.dtype, int]]:
+    """What autograd saves for the backward pass while ``fn(*inputs)`` runs: {storage: (dtype, bytes)}.
+
+    Watched with ``torch.autograd.graph.saved_tensors_hooks``. Each storage counts once (views
+    share their base's), and the storages of ``inputs`` are left out: the caller holds them anyway.
+    """
+    skip = {x.untyped_storage().data_ptr() for x in inputs}
+    seen = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            seen[ptr] = (t.dtype, t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs)
+    return seen
+
+
+def saved_bytes(fn: Callable, *inputs: torch.Tensor) -> int:
+    """Bytes autograd saves while ``fn(*inputs)`` runs, inputs excluded (see :func:`saved_tensors`)."""
+    return sum(nbytes for _, nbytes in saved_tensors(fn, *inputs).values())
 
 
 def _rss_kb(field: str) -> int:
