@@ -14,7 +14,7 @@ from torch import Tensor
 from .softmax import masked_softmax
 
 __all__ = ["effective_globals", "global_index", "global_slots", "gather_tokens", "scatter_rows",
-           "write_global_rows", "global_row_probs"]
+           "write_global_rows", "global_row_probs", "global_query_probs"]
 
 
 def effective_globals(global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
@@ -84,14 +84,21 @@ def global_row_probs(q: Tensor, k: Tensor, idx: Tensor, valid: Tensor,
     q, k: (B, H, T, Dh); idx, valid: (B, G). Returns probabilities (B, H, G, T) in ``acc``, zero
     rows for the invalid (padded) slots. Memory is G x T: linear in T for a fixed G.
     """
-    T = q.shape[2]
-    qg = gather_tokens(q, idx).to(acc)                                     # (B, H, G, Dh)
-    s = (qg @ k.to(acc).transpose(-1, -2)) * scale                         # (B, H, G, T)
+    return global_query_probs(gather_tokens(q, idx), k, idx, valid, key_padding_mask, causal, scale, acc)
+
+
+def global_query_probs(qg: Tensor, k: Tensor, idx: Tensor, valid: Tensor,
+                       key_padding_mask: Optional[Tensor], causal: bool, scale: float,
+                       acc: torch.dtype = torch.float32) -> Tensor:
+    """:func:`global_row_probs` from the global queries themselves, qg (B, H, G, Dh), e.g. made by
+    Longformer's separate global projection; k: (B, H, T, Dh). Returns (B, H, G, T) in ``acc``."""
+    T = k.shape[2]
+    s = (qg.to(acc) @ k.to(acc).transpose(-1, -2)) * scale                 # (B, H, G, T)
     ok = valid[:, :, None].expand(-1, -1, T)                               # (B, G, T)
     if key_padding_mask is not None:
         ok = ok & ~key_padding_mask[:, None, :]
     if causal:
-        ok = ok & (torch.arange(T, device=q.device)[None, None, :] <= idx[:, :, None])
+        ok = ok & (torch.arange(T, device=k.device)[None, None, :] <= idx[:, :, None])
     return masked_softmax(s, ok[:, None])                                  # (B, H, G, T)
 
 

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_window
-from .global_tokens import global_slots, scatter_rows
+from .global_tokens import global_query_probs, global_slots, scatter_rows
 from .hybrid import BACKENDS
-from .softmax import accum_dtype, masked_softmax
+from .softmax import accum_dtype
 from .sparse import IMPLS, sparse_attention
 
 
@@ -121,11 +121,7 @@ class HybridSparseAttention(nn.Module):
         if x.device != weight.device:
             raise ValueError(f"x must be on the layer's device {weight.device}, got {x.device}")
         B, T, _ = x.shape
-
-        def heads(t: Tensor) -> Tensor:
-            return t.reshape(B, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, n, Dh)
-
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         extra = {"dropout_p": self.dropout} if (self.training and self.dropout > 0) else {}
         if self.impl == "hybrid":
             extra["backend"] = self.backend
@@ -139,6 +135,10 @@ class HybridSparseAttention(nn.Module):
             y = y.masked_fill(key_padding_mask[..., None], 0.0)
         return (y, weights) if return_weights else y
 
+    def _heads(self, t: Tensor) -> Tensor:
+        """(B, n, dim) -> (B, H, n, Dh)."""
+        return t.reshape(t.shape[0], t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
     def _global_rows(self, x: Tensor, out: Tensor, weights: Optional[Tensor], global_mask: Tensor,
                      key_padding_mask: Optional[Tensor]):
         """Replace the global rows of ``out`` (B, H, T, Dh) by attention through the global projections."""
@@ -148,21 +148,10 @@ class HybridSparseAttention(nn.Module):
         if G == 0:
             return out, weights
         xg = x.gather(1, idx[..., None].expand(B, G, self.dim))               # (B, G, dim) global tokens
-        acc = accum_dtype(x.dtype)
-
-        def heads(t: Tensor) -> Tensor:
-            return t.reshape(B, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, n, Dh)
-
-        qg = heads(self.q_global(xg)).to(acc)                                  # (B, H, G, Dh)
-        kg = heads(self.k_global(x)).to(acc)                                   # (B, H, T, Dh)
-        vg = heads(self.v_global(x))                                           # (B, H, T, Dh)
-        s = (qg @ kg.transpose(-1, -2)) / self.head_dim ** 0.5                 # (B, H, G, T)
-        ok = valid[:, :, None].expand(B, G, T)                                 # (B, G, T)
-        if key_padding_mask is not None:
-            ok = ok & ~key_padding_mask[:, None, :]
-        if self.causal:
-            ok = ok & (torch.arange(T, device=x.device)[None, None, :] <= idx[:, :, None])
-        p = masked_softmax(s, ok[:, None])                                     # (B, H, G, T)
+        qg = self._heads(self.q_global(xg))                                    # (B, H, G, Dh)
+        kg, vg = self._heads(self.k_global(x)), self._heads(self.v_global(x))  # (B, H, T, Dh) each
+        p = global_query_probs(qg, kg, idx, valid, key_padding_mask, self.causal, self.head_dim ** -0.5,
+                               accum_dtype(x.dtype))                           # (B, H, G, T)
         if self.training and self.dropout > 0:
             p = F.dropout(p, self.dropout)
         rows = p.to(vg.dtype) @ vg                                             # (B, H, G, Dh)
