@@ -39,11 +39,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from .progress import write_atomically
 
 
 STATUS_WORDS = {"correct": "correct", "incorrect": "incorrect", "not_attempted": "not attempted"}
@@ -222,18 +223,9 @@ def to_json(grades: Sequence[NotebookGrade]) -> dict:
 
 def write_json(grades: Sequence[NotebookGrade], target: str) -> Optional[str]:
     """Write the JSON report atomically; returns a reason when it could not be written."""
-    data = json.dumps(to_json(grades), indent=2) + "\n"
-    target_path = Path(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".grades-", suffix=".json", dir=target_path.parent or ".")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-        os.replace(tmp, target_path)
+        write_atomically(Path(target), json.dumps(to_json(grades), indent=2) + "\n", prefix=".grades-")
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
         return f"{type(exc).__name__}: {exc}"
     return None
 

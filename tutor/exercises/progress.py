@@ -129,19 +129,25 @@ def load(path: Optional[Path] = None) -> Dict:
         return _fresh()
 
 
-def save(data: Dict, path: Optional[Path] = None) -> None:
-    """Write ``data`` atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path) if path is not None else progress_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".progress-", suffix=".tmp", dir=path.parent)
+def write_atomically(path: Path, text: str, prefix: str = ".tmp-") -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``
+    (a reader sees the old file or the new one, never half of one; the temporary file never stays)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=Path(path).parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save(data: Dict, path: Optional[Path] = None) -> None:
+    """Write ``data`` atomically (:func:`write_atomically`)."""
+    path = Path(path) if path is not None else progress_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(data, indent=1, sort_keys=True), prefix=".progress-")
 
 
 @contextlib.contextmanager
