@@ -105,8 +105,6 @@ class RemoteAnswer:
                      ) -> Tuple[Any, Optional[BaseException]]:
         """``(value, error)`` of the answer on ``args``, or with ``probe`` (a name of
         :data:`tutor.exercises.child.PROBES`) what that probe saw of the call: an int, else 0."""
-        if probe is not None and not probe.isidentifier():
-            raise ValueError(f"probe must be a name, got {probe!r}")
         if self.kernel.dead:
             return None, RuntimeError("the notebook's kernel had stopped before this call")
         inp, out = self._paths()
