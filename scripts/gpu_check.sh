@@ -69,7 +69,7 @@ step train_bf16 140 python -m tutor bench --mode train "${COMMON[@]}" --dtype bf
     --csv "$OUT/train_bf16.csv"
 if python -c "import pytest, hypothesis" 2>/dev/null; then
     step pytest 50 python -m pytest -p no:cacheprovider -o addopts="" -q -x \
-        tests/test_attention_dtypes.py tests/test_backends.py
+        tests/attention/test_attention_dtypes.py tests/attention/test_backends.py
 else
     echo "== pytest: skipped (pytest or hypothesis missing and no .gpu_deps)"
 fi

@@ -37,7 +37,7 @@ from tutor.attention.flex import flex_why_not
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 FLEX_OK = flex_why_not(torch.zeros(1, 1, 1, 16), False, False) is None
@@ -204,6 +204,6 @@ def test_triton_under_interpreter():
     Triton 3.x interpreter computes bfloat16 ``tl.dot`` wrongly)."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                          f"tests/{Path(__file__).name}::test_triton_interpreted"],
+                          f"{Path(__file__).relative_to(ROOT)}::test_triton_interpreted"],
                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert res.returncode == 0 and "1 passed" in res.stdout, res.stdout[-4000:] + res.stderr[-2000:]

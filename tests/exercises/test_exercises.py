@@ -552,7 +552,7 @@ WRONG_VALUES = {"00.q3": {"MB instead of MiB": 805.306368, "elements, not bytes"
 
 
 def _wrong_tables_of_later_notebooks() -> dict:
-    """The WRONG tables that tests/test_exercises_NN.py keep for their own notebook's questions."""
+    """The WRONG tables that tests/exercises/test_exercises_NN.py keep for their own notebook's questions."""
     tables = {}
     for path in sorted(Path(__file__).parent.glob("test_exercises_*.py")):
         module = importlib.import_module(path.stem)
@@ -594,7 +594,7 @@ def test_notebooks_match_the_question_data(module):
     never makes this test fail; outside a git checkout it is skipped.
     """
     from tutor.exercises.authoring import build_notebook
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     name = importlib.import_module(f"tutor.exercises.{module}").NOTEBOOK
     for folder, solved_ in (("exercises", False), ("solutions", True)):
         stored = _committed(root, f"{folder}/{name}.ipynb")

@@ -1,4 +1,4 @@
-"""Cases for tests/test_distributed.py, run inside spawned gloo process groups.
+"""Cases for tests/distributed/test_distributed.py, run inside spawned gloo process groups.
 
 Each function here runs on every rank of a group started by :func:`tutor.distributed.launch.run`
 and returns plain numbers or strings, so one spawned group checks many cases. Every rank builds

@@ -126,7 +126,7 @@ def test_local_attention_pairs_wrong_answers(wrong, words):
     assert result.status == "incorrect" and words in result.message, result.message
 
 
-#: the planted wrong answers, by question (tests/test_exercises.py checks every question has some)
+#: the planted wrong answers, by question (tests/exercises/test_exercises.py checks every question has some)
 WRONG = {
     "09.q1": {"total width as one side": total_as_one_side, "sliding_window as left": sliding_window_as_left,
               "transformers' old FA2 window": old_transformers_fa2, "forgets causal": forgets_causal,

@@ -176,7 +176,7 @@ def test_progress_of_one_notebook_and_reset(pfile, capsys):
 def test_command_line_shows_and_resets(pfile):
     import subprocess
     _solve_00q3()
-    env = dict(os.environ, PYTHONPATH=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     run = lambda *a: subprocess.run([sys.executable, "-m", "tutor", "progress", *a], capture_output=True,
                                     text=True, env=env, timeout=120)
     shown = run("--notebook", "00")

@@ -3,7 +3,7 @@
 Every notebook below tries to get points without solving anything, or to hang, crash or outlive
 the grader. One grading run over all of them (two at a time, short limits) must give 0 points, a
 row for every notebook, leave no process and no temporary folder behind, and end in bounded time.
-Run alone with ``python -m pytest tests/test_redteam_grading.py -m redteam`` (about a minute).
+Run alone with ``python -m pytest tests/grading/test_redteam_grading.py -m redteam`` (about a minute).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from tutor.exercises import runner
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MARK = "4242.25"               # a sleep a detached process runs: must not survive grading
 CELL, DEADLINE = 10, 25
 

@@ -1,7 +1,7 @@
 """tutor.conventions without the peer libraries: converters both ways, their errors, the documented
 formulas pinned (written out again here as loops over the libraries' own words), and PyTorch's
 own SDPA and FlexAttention run on the converted masks. transformers and local-attention are run in
-tests/test_conventions_peers.py."""
+tests/conventions/test_conventions_peers.py."""
 from __future__ import annotations
 
 import pytest

@@ -178,7 +178,7 @@ def D_from_dp_global(q, k, v, do, out, lse, window, global_positions, scale):
     return scale * ds.transpose(-1, -2) @ q, p.transpose(-1, -2) @ do
 
 
-#: the planted wrong answers, by question (tests/test_exercises.py checks every question has some),
+#: the planted wrong answers, by question (tests/exercises/test_exercises.py checks every question has some),
 #: each with words its message must contain
 WRONG_WORDS = {
     "07.q1": {"no D": (no_D, "case '"), "D from dP": (D_from_dp, "case '"), "forgets p": (forgets_p, "case '"),

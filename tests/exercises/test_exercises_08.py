@@ -121,7 +121,7 @@ def test_bytes_wrong_answers(wrong, words):
     assert result.status == "incorrect" and words in result.message, result.message
 
 
-#: the planted wrong answers, by question (tests/test_exercises.py checks every question has some)
+#: the planted wrong answers, by question (tests/exercises/test_exercises.py checks every question has some)
 WRONG = {
     "08.q1": {"neighbours only": neighbours_only, "global indices": global_indices,
               "ignores causal": ignores_causal, "empty slices": with_empty_slices, "reversed": reversed_order},

@@ -1,7 +1,7 @@
 """Sequence-parallel attention on real gloo process groups of 2, 3 and 4 ranks (127.0.0.1).
 
 Spawning a group costs seconds, so each world size starts ONE group (a module fixture) that runs
-every case of tests/distributed_cases.py; the tests below then read its results. Every
+every case of tests/distributed/distributed_cases.py; the tests below then read its results. Every
 collective is bounded (``collective_timeout``) and so is every group (``timeout``): a bug fails
 fast instead of hanging CI.
 """

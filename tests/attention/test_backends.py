@@ -1,6 +1,6 @@
 """The hybrid backends (blocked, flex, triton) and the ``auto`` choice, beyond the contract tests.
 
-The contract (equality with dense on random cases) lives in tests/test_attention_*.py; here we
+The contract (equality with dense on random cases) lives in tests/attention/test_attention_*.py; here we
 pin what is specific to each backend: blocked's memory-saving mechanics and dtype paths,
 FlexAttention's O(T) BlockMask (against ``create_block_mask``), its cache and its CPU
 limits, the Triton kernel under Triton's CPU interpreter (in a subprocess, so that
@@ -27,7 +27,7 @@ from tutor.attention import choose_backend, dense_attention, hybrid_attention
 from tutor.attention.tiles import tile_states
 from tutor.attention.blocked import _edge_slice, blocked_hybrid_attention, default_block_size
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
@@ -252,7 +252,7 @@ def test_triton_kernel_under_interpreter():
         assert dtype == "torch.float32" and err < 1e-5 and zero_rows, (name, results[name])
     dtype, err, zero_rows = results["float16"]
     assert dtype == "torch.float16" and err < 2e-3 and zero_rows, results["float16"]
-    assert results["grad"] is None                                         # it trains (tests/test_triton_backward.py)
+    assert results["grad"] is None                                         # it trains (tests/attention/test_triton_backward.py)
 
 
 # --------------------------------------------------------------------------- auto

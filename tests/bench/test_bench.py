@@ -212,7 +212,7 @@ def test_gpu_check_script_runs_on_cpu(tmp_path):
     """scripts/gpu_check.sh without CUDA: the CPU correctness check passes, the CUDA steps are skipped."""
     import json
     import subprocess
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh")], cwd=root, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "OUT": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stdout + done.stderr
