@@ -71,7 +71,7 @@ def test_unknown_subcommand_is_a_usage_error(capsys):
 
 
 # --------------------------------------------------------------------------- grade / bench
-@pytest.mark.parametrize("command, module", [("grade", "tutor.exercises.grading"), ("bench", "tutor.bench")])
+@pytest.mark.parametrize("command, module", [("grade", "tutor.grading"), ("bench", "tutor.bench")])
 def test_forwarded_subcommands_pass_argv_and_exit_code(monkeypatch, command, module):
     seen = []
     fake = types.ModuleType(module)
@@ -83,7 +83,7 @@ def test_forwarded_subcommands_pass_argv_and_exit_code(monkeypatch, command, mod
     assert cli.main([command]) == 0
 
 
-@pytest.mark.parametrize("command, module", [("grade", "tutor.exercises.grading"), ("bench", "tutor.bench")])
+@pytest.mark.parametrize("command, module", [("grade", "tutor.grading"), ("bench", "tutor.bench")])
 def test_missing_forwarded_module_exits_2_with_a_clear_message(monkeypatch, capsys, command, module):
     monkeypatch.setitem(sys.modules, module, None)    # makes `import module` fail, as if not written
     assert cli.main([command, "exercises/"]) == 2

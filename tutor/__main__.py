@@ -1,7 +1,7 @@
 """The course's command line.
 
     python -m tutor                 # course map + environment check (same as `map`)
-    python -m tutor grade exercises/   # grade your exercise notebooks (tutor.exercises.grading)
+    python -m tutor grade exercises/   # grade your exercise notebooks (tutor.grading)
     python -m tutor bench ...       # time the implementations (tutor.bench)
     python -m tutor progress [--notebook NN] [--reset]   # show or reset your exercise progress
 
@@ -16,7 +16,7 @@ import sys
 from typing import List, Optional
 
 #: subcommands that hand their arguments, untouched, to ``<module>.main(argv) -> int``
-FORWARDED = {"grade": ("tutor.exercises.grading", "grade exercise notebooks; arguments go to the grader"),
+FORWARDED = {"grade": ("tutor.grading", "grade exercise notebooks; arguments go to the grader"),
              "bench": ("tutor.bench", "benchmark the attention implementations; arguments go to tutor.bench"),
              "progress": ("tutor.exercises.progress", "show or reset your exercise progress")}
 

@@ -11,9 +11,9 @@ def solved(qid: str):
     module = importlib.import_module(f"tutor.exercises.nb{qid[:2]}")
     ns = {"torch": torch}
     for q in module.QUESTIONS:
-        exec(q._solution, ns)
+        exec(q.solution_code, ns)
         if q.id == qid:
-            return ns[q._name], ns
+            return ns[q.answer_name], ns
     raise KeyError(qid)
 
 

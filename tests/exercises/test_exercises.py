@@ -53,15 +53,15 @@ def test_reference_solution_and_placeholder(q):
     assert q.check(None).status == "not_attempted"
     assert q.check(____).status == "not_attempted"
     ns = {"torch": torch, "____": ____}
-    exec(q._stub, ns)
-    assert q.check(ns[q._name]).status == "not_attempted"
+    exec(q.stub, ns)
+    assert q.check(ns[q.answer_name]).status == "not_attempted"
     if isinstance(q, exercises.FunctionProblem):
         fn, _ = solved(q.id)
         result = q.check(fn)
     else:
         ns = {}
-        exec(q._solution, ns)
-        result = q.check(ns[q._name])
+        exec(q.solution_code, ns)
+        result = q.check(ns[q.answer_name])
     assert result.status == "correct", result.message
     assert result.message and result.question == q.id
 

@@ -13,8 +13,9 @@ import torch
 
 from tutor import exercises
 from tutor.exercises.cases import Case
-from tutor.exercises.nb06 import _batch, compare_global_choice
+from tutor.exercises.nb06 import compare_global_choice
 from tutor.masks import hybrid_mask
+from tutor.training import MarkerTask, make_batch
 
 
 QIDS = [q.id for q in exercises.questions() if q.id[:2] in ("05", "06")]
@@ -157,8 +158,9 @@ def test_other_good_choices_pass():
 
 
 def test_a_marker_inside_the_window_needs_no_global():
-    case = Case("near", {"tokens": _batch(40, 4, 3, 5, 0), "window": 40, "n_layers": 1,
-                         "marker_pos": _batch(40, 4, 3, 5, 2)})
+    def batch(part):                                                       # 0: tokens, 2: marker positions
+        return lambda: make_batch(MarkerTask(T=40, min_distance=3), 4, torch.Generator().manual_seed(5))[part]
+    case = Case("near", {"tokens": batch(0), "window": 40, "n_layers": 1, "marker_pos": batch(2)})
     tokens = case.tensors()["tokens"]
     assert compare_global_choice(torch.zeros(tokens.shape, dtype=torch.bool), _one_hot(tokens, 0), case) is None
     far = Case("far", {**case.values, "window": 1})

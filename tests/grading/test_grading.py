@@ -10,8 +10,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from tutor import exercises
-from tutor.exercises import grading
+from tutor import exercises, grading
 
 ROOT = Path(__file__).resolve().parents[2]
 

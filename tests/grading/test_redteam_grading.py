@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tutor.exercises import runner
+from tutor.grading import runner
 
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "4242.25"               # a sleep a detached process runs: must not survive grading
@@ -48,7 +48,7 @@ ATTACKS = {
         "problem.FunctionProblem._check = ok; problem.ValueProblem._check = ok; problem.Problem._check = ok\n"
         "compare.tensor_problem = lambda *a, **k: None\n"
         "type(q1)._compare = staticmethod(lambda *a: None); type(q1)._cases = (); type(q2)._cases = ()\n"
-        "problem._RECORDER = None",
+        "problem.record_checks_with(None)",
         answers(WRONG_MASK, "lambda T, window: 0") + "\nq3.check(1)"],
     "reference_passed_directly": [
         "from tutor.exercises.nb00 import count_local_pairs_reference",
@@ -77,9 +77,10 @@ ATTACKS = {
         "class Int(int):\n    __eq__ = lambda s, o: True\n    __hash__ = int.__hash__",
         answers("sub", "walk") + "\nq3.check(Int(1))"],
     "value_question_from_the_package": [
-        "q3.check(type(q3)._value)", "ns = {}\nexec(q3._solution, ns)\nq3.check(ns.get(q3._name, 0))"],
+        "q3.check(type(q3)._value)", "ns = {}\nexec(q3._solution, ns)\nq3.check(ns.get(q3._name, 0))",
+        "ns = {}\nexec(q3.solution_code, ns)\nq3.check(ns.get(q3.answer_name, 0))"],
     "own_child_module": [                                     # replace the kernel side of grading itself
-        "import tutor.exercises.child as c\nc.describe = lambda qid, out: torch.save({'kind': 'value', 'value': q3.reference}, out)\n"
+        "import tutor.grading.child as c\nc.describe = lambda qid, out: torch.save({'kind': 'value', 'value': q3.reference}, out)\n"
         "def call(qid, inp, out, s):\n    args = torch.load(inp)\n    torch.save({'value': args[0], 'after': args, 'error': None}, out)\n"
         "c.call = call", answers(WRONG_MASK, "lambda T, window: 0")],
     "other_notebooks_questions": [                            # 00 checks 01's questions: they never count
@@ -139,7 +140,7 @@ def _processes_mentioning(*needles: str) -> list:
 @pytest.mark.redteam
 def test_hostile_notebooks_get_nothing_and_break_nothing(tmp_path):
     attacks = dict(ATTACKS)
-    if not runner._unshare_prefix():
+    if "PID namespace" not in runner.isolation():
         attacks.pop("kill_everything")        # without a PID namespace, kill(-1) would reach our own processes
     subs = tmp_path / "subs"
     for k, (name, cells) in enumerate(attacks.items()):

@@ -20,7 +20,7 @@ from typing import List
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from . import MODULES
+from .registry import MODULES
 
 SETUP = """import torch
 import tutor
@@ -57,9 +57,9 @@ def build_notebook(module_name: str, solved: bool) -> nbformat.NotebookNode:
     for k, q in enumerate(module.QUESTIONS, start=1):
         var = f"q{k}"
         cells += [
-            _cell("markdown", f"## Question {k} · {q.title}\n\n{q._prompt}", f"{var}-prompt"),
-            _cell("code", (q._solution if solved else q._stub).strip(), f"{var}-answer"),
-            _cell("code", f'{var} = exercises.question("{q.id}")\n{var}.check({q._name})', f"{var}-check"),
+            _cell("markdown", f"## Question {k} · {q.title}\n\n{q.prompt}", f"{var}-prompt"),
+            _cell("code", (q.solution_code if solved else q.stub).strip(), f"{var}-answer"),
+            _cell("code", f'{var} = exercises.question("{q.id}")\n{var}.check({q.answer_name})', f"{var}-check"),
             _cell("code", f"# {var}.hint()\n# {var}.hint(2)\n# {var}.solution()", f"{var}-hints"),
         ]
     if not solved:

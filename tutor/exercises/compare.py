@@ -18,7 +18,8 @@ ATOL, RTOL = 1e-5, 1e-4
 HALF_TOLERANCES = {torch.float16: (1e-3, 1e-5), torch.bfloat16: (1.6e-2, 1e-5)}
 
 
-def _type_name(x) -> str:
+def type_name(x) -> str:
+    """The type of ``x`` as feedback names it: ``int`` for a builtin, ``numpy.int64`` for others."""
     t = type(x)
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
 
@@ -30,7 +31,7 @@ def _shape(t: Tensor) -> str:
 def tensor_problem(got, expected: Tensor, what: str = "your result") -> Optional[str]:
     """Type, shape, dtype, device and NaN checks shared by every tensor comparison."""
     if not isinstance(got, Tensor):
-        return f"{what} is a {_type_name(got)}, but it should be a torch.Tensor of shape {_shape(expected)}."
+        return f"{what} is a {type_name(got)}, but it should be a torch.Tensor of shape {_shape(expected)}."
     if got.shape != expected.shape:
         return f"{what} has shape {_shape(got)}, but it should have shape {_shape(expected)}."
     if got.dtype != expected.dtype:
@@ -142,7 +143,7 @@ def compare_int(got, expected: int, case) -> Optional[str]:
     if value is None:
         if isinstance(got, float):
             return "you returned a float; a count is a whole number, so return an int."
-        return f"you returned a {_type_name(got)}; it should be an int."
+        return f"you returned a {type_name(got)}; it should be an int."
     if value != expected:
         return f"{value} is not the right count."
     return None
@@ -153,7 +154,7 @@ def compare_number(got, expected: float, case, rel: float = 1e-3) -> Optional[st
     if isinstance(got, Tensor) and got.numel() == 1 and got.dtype != torch.bool:
         got = got.item()
     if isinstance(got, bool) or not isinstance(got, numbers.Real):
-        return f"you gave a {_type_name(got)}; it should be a number."
+        return f"you gave a {type_name(got)}; it should be a number."
     if not math.isfinite(float(got)) or not math.isclose(float(got), expected, rel_tol=rel):
         return f"{got!r} is not right."
     return None
@@ -162,11 +163,11 @@ def compare_number(got, expected: float, case, rel: float = 1e-3) -> Optional[st
 def compare_sorted_ints(got, expected: List[int], case) -> Optional[str]:
     """A sorted list of distinct ints (key positions); says which of the learner's keys is wrong."""
     if not isinstance(got, (list, tuple)):
-        return f"you returned a {_type_name(got)}; it should be a list of int key positions."
+        return f"you returned a {type_name(got)}; it should be a list of int key positions."
     values = [as_int(x) for x in got]
     if any(x is None for x in values):
         bad = next(x for x, v in zip(got, values) if v is None)
-        return f"your list holds {bad!r} ({_type_name(bad)}); every entry should be an int position."
+        return f"your list holds {bad!r} ({type_name(bad)}); every entry should be an int position."
     seen = set()
     for x in values:
         if x in seen:

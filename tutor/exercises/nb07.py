@@ -12,7 +12,7 @@ from ..attention.dense import dense_attention
 from ..attention.softmax import masked_softmax
 from ..masks import hybrid_mask
 from .cases import Case
-from .compare import _type_name, compare_tensor
+from .compare import compare_tensor, type_name
 from .problem import FunctionProblem
 
 NUMBER = "07"
@@ -40,7 +40,7 @@ def compare_grads(names: tuple) -> Callable:
     """Comparator for a tuple of gradient tensors, named in the message; spots a missing ``scale``."""
     def compare(got, expected: tuple, case) -> Optional[str]:
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
-            return (f"you returned a {_type_name(got)}; return a tuple of {len(expected)} tensors "
+            return (f"you returned a {type_name(got)}; return a tuple of {len(expected)} tensors "
                     f"({', '.join(names)}).")
         scale = case.values.get("scale")
         for name, g, e in zip(names, got, expected):

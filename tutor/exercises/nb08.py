@@ -11,7 +11,7 @@ from ..distributed.halo import halo_pieces
 from ..distributed.merge import SoftmaxState, finish, merge_states, partial_state
 from ..distributed.sharding import bounds_from_lengths, shard_bounds
 from .cases import Case
-from .compare import _type_name, as_int, compare_int, compare_tensor
+from .compare import as_int, compare_int, compare_tensor, type_name
 from .problem import FunctionProblem
 
 NUMBER = "08"
@@ -32,7 +32,7 @@ def halo_slices_reference(lengths: List[int], rank: int, window: int, causal: bo
 def compare_slices(got, expected: List[tuple], case) -> Optional[str]:
     """A list of (src, lo, hi) int triples, exactly the reference's, in position order."""
     if not isinstance(got, (list, tuple)):
-        return f"you returned a {_type_name(got)}; it should be a list of (src, lo, hi) tuples."
+        return f"you returned a {type_name(got)}; it should be a list of (src, lo, hi) tuples."
     triples = []
     for item in got:
         if not isinstance(item, (list, tuple)) or len(item) != 3 or any(as_int(x) is None for x in item):

@@ -10,7 +10,7 @@ from torch import Tensor
 from ..conventions import (flash_pairs, from_longformer, from_sliding_window, local_attention_pairs,
                            qa_global_attention_mask, to_flash_window_size)
 from .cases import Case
-from .compare import _type_name, as_int, compare_pairs, compare_tensor
+from .compare import as_int, compare_pairs, compare_tensor, type_name
 from .problem import FunctionProblem
 
 NUMBER = "09"
@@ -40,12 +40,12 @@ def _flash_T(case) -> int:
 def compare_flash(got, expected: Tuple[int, int, bool], case) -> Optional[str]:
     """(left, right, causal): ints and a bool, judged by the pairs flash-attn would read."""
     if not isinstance(got, (tuple, list)) or len(got) != 3:
-        return f"you returned {got!r} ({_type_name(got)}); return a tuple (left, right, causal)."
+        return f"you returned {got!r} ({type_name(got)}); return a tuple (left, right, causal)."
     left, right, causal = got
     if as_int(left) is None or as_int(right) is None:
         return f"left and right must be ints (flash-attn counts keys), got {left!r} and {right!r}."
     if not isinstance(causal, bool):
-        return f"causal must be a bool, got {causal!r} ({_type_name(causal)})."
+        return f"causal must be a bool, got {causal!r} ({type_name(causal)})."
     T = _flash_T(case)
     problem = compare_pairs(flash_pairs(T, as_int(left), as_int(right), causal), flash_pairs(T, *expected), case)
     if problem:

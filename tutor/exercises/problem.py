@@ -11,8 +11,11 @@ input case and what differs, never the expected value.
 cannot skew them, and nothing but ``KeyboardInterrupt`` escapes it. The course's own functions
 (the reference, the ``_forbidden`` ones) are refused as answers; the checkers' tests pass the
 reference with ``_check_trusted``. ``_check`` is the hook a question overrides (calling
-``super()._check``): the grader runs the very same ``_check`` in its own process, with an answer
-that calls the learner's function in the sandboxed notebook (:mod:`tutor.exercises.verdicts`).
+``super()._check``): the grader runs the very same ``_check`` in its own process, through
+:meth:`Problem.judge`, with an answer that calls the learner's function in the sandboxed notebook
+(:mod:`tutor.grading.verdicts`). Inside that notebook's kernel the grader makes ``check`` only
+record the answer (:func:`record_checks_with`) and withholds solutions and values
+(:meth:`Problem.withhold`); :meth:`Problem.watched` names the functions an answer must not call.
 """
 from __future__ import annotations
 
@@ -24,13 +27,20 @@ import torch
 from . import progress
 from .compare import compare_number
 from .feedback import Result, is_blank, show
-from .sandbox import CallWatcher, TimeLimitExceeded, _code_of, call_with_limit, pinned_torch, time_limit
+from .sandbox import CallWatcher, TimeLimitExceeded, call_with_limit, code_of, pinned_torch, time_limit
 
 #: seconds one call may take; None reads TUTOR_CHECK_TIME_LIMIT when a check runs (default 5)
 TIME_LIMIT: Optional[float] = None
 
-#: set in a graded notebook's kernel (:mod:`tutor.exercises.child`): ``check`` only records the answer
+#: set in a graded notebook's kernel (:func:`record_checks_with`): ``check`` only records the answer
 _RECORDER: Optional[Callable] = None
+
+
+def record_checks_with(recorder: Optional[Callable]) -> None:
+    """From now on ``check(answer)`` returns ``recorder(question, answer)`` and judges nothing
+    (the grader's kernel side, :mod:`tutor.grading.child`); ``None`` turns checking back on."""
+    global _RECORDER
+    _RECORDER = recorder
 
 
 def _resolve(dotted: str) -> Optional[Callable]:
@@ -75,6 +85,27 @@ class Problem:
     def __repr__(self) -> str:
         return f"<Question {self.id}: {self.title}>"
 
+    # what the exercise and solution notebooks show (:mod:`tutor.exercises.authoring` writes them)
+    @property
+    def answer_name(self) -> str:
+        """The learner's function or variable in the notebook: what the check cell passes to ``check``."""
+        return self._name
+
+    @property
+    def prompt(self) -> str:
+        """The Markdown shown above the question."""
+        return self._prompt
+
+    @property
+    def stub(self) -> str:
+        """The placeholder code the learner replaces (the exercise notebook's answer cell)."""
+        return self._stub
+
+    @property
+    def solution_code(self) -> str:
+        """A solved version of :attr:`stub` (the solution notebook's answer cell); ``solution()`` shows it."""
+        return self._solution
+
     @property
     def reference(self):
         raise NotImplementedError
@@ -89,8 +120,22 @@ class Problem:
         """A reason to refuse ``answer`` before running it (FunctionProblem: the course's own code)."""
         return None
 
-    def _judge(self, answer) -> Result:
-        """``_check`` under pinned torch defaults; a failure of the checker itself is a Result too."""
+    def watched(self) -> list:
+        """The course's functions an answer must not call (FunctionProblem: the reference and the
+        forbidden ones); none for a value question."""
+        return []
+
+    def withhold(self, text: str) -> None:
+        """Replace this question's solution (and a value question's value) by ``text``, for every
+        instance: the grader does it in a graded notebook's kernel, where no answer may be read."""
+        cls = type(self)
+        cls._solution = text
+        if hasattr(cls, "_value"):
+            cls._value = text
+
+    def judge(self, answer) -> Result:
+        """The verdict on ``answer``: ``_check`` under pinned torch defaults, a failure of the checker
+        itself a Result too; records and shows nothing (the grader calls it in its own process)."""
         try:
             with pinned_torch():
                 return self._check(answer)
@@ -104,7 +149,7 @@ class Problem:
         if _RECORDER is not None:         # a graded run: the grader judges, outside this process
             return _RECORDER(self, answer)
         refused = self._refused(answer)
-        result = self._result("incorrect", refused) if refused else self._judge(answer)
+        result = self._result("incorrect", refused) if refused else self.judge(answer)
         progress.record(result)
         result.display()
         return result
@@ -113,7 +158,7 @@ class Problem:
         """For the checkers' own tests: judge ``answer`` (the reference too), record and show nothing."""
         self._trusted = True
         try:
-            return self._judge(answer)
+            return self.judge(answer)
         finally:
             self._trusted = False
 
@@ -147,14 +192,14 @@ class FunctionProblem(Problem):
         return type(self)._reference
 
     def _refused(self, answer) -> Optional[str]:
-        code = _code_of(answer) if callable(answer) else None
-        for fn in self._watched():
-            if answer is fn or (code is not None and code is _code_of(fn)):
+        code = code_of(answer) if callable(answer) else None
+        for fn in self.watched():
+            if answer is fn or (code is not None and code is code_of(fn)):
                 return (f"this is the course's own `{fn.__module__}.{fn.__qualname__}`, not your function. "
                         f"Write `{self._name or 'your function'}` yourself and check that.")
         return None
 
-    def _watched(self) -> list:
+    def watched(self) -> list:
         """The reference and every forbidden function: calling one of them is not doing the work."""
         watched = [self.reference, *map(_resolve, self._forbidden)]
         if self._no_attention:
@@ -173,7 +218,7 @@ class FunctionProblem(Problem):
         if not callable(fn):
             return self._result("incorrect", f"check() wants your function itself, e.g. `check(my_fn)` "
                                              f"without parentheses; you gave a {type(fn).__name__}.")
-        watcher = CallWatcher([] if getattr(self, "_trusted", False) else self._watched())
+        watcher = CallWatcher([] if getattr(self, "_trusted", False) else self.watched())
         limit = TIME_LIMIT or time_limit()
         for n, case in enumerate(self._cases):
             with pinned_torch():          # an earlier call may have changed torch's defaults

@@ -11,7 +11,7 @@ checking at the same time lose nothing. Reading never raises and never hangs: on
 of at most 1 MB is read (a FIFO, a device or a huge file is refused without opening it for long),
 bad JSON (deep nesting included) and bad entries (``1e400`` attempts) give a
 :class:`ProgressWarning`, and a corrupt file is kept as ``progress.json.corrupt-<time>`` before the
-next write starts afresh. Grading never reads this file (see :mod:`tutor.exercises.grading`).
+next write starts afresh. Grading never reads this file (see :mod:`tutor.grading`).
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from . import registry
 
 PROGRESS_ENV = "TUTOR_PROGRESS_FILE"
 VERSION = 1
@@ -240,11 +242,10 @@ def _notebook_prefix(notebook) -> Optional[str]:
 def progress_rows(path: Optional[Path] = None, notebook: Optional[str] = None) -> List[Tuple[str, str, str]]:
     """``(id, title, state)`` per question in course order (of one notebook if given); state:
     solved | tried | not yet."""
-    from . import questions
     prefix = _notebook_prefix(notebook)
     entries = load(path)["questions"]
     rows = []
-    for q in questions():
+    for q in registry.questions():
         if prefix is not None and not q.id.startswith(prefix):
             continue
         entry = entries.get(q.id, {})

@@ -16,8 +16,8 @@ during the call: it identifies them by code object, so every alias of a referenc
 did to torch's defaults (``set_default_device``, ``set_default_dtype``, grad mode), and puts the
 caller's defaults back afterwards. A learner's code that ignores ``SIGALRM`` is still stopped: a
 watchdog thread raises :class:`TimeLimitExceeded` in the main thread a moment after the alarm.
-An answer computed in another process (the grader's :class:`~tutor.exercises.verdicts.RemoteAnswer`)
-says so with ``_tutor_remote`` and keeps its own time limit.
+An answer computed in another process (the grader's :class:`~tutor.grading.verdicts.RemoteAnswer`)
+is a :class:`RemoteCall` and keeps its own time limit.
 """
 from __future__ import annotations
 
@@ -75,9 +75,24 @@ class TimeLimitExceeded(BaseException):
     """
 
 
-def _code_of(fn: Callable) -> Optional[Any]:
+def code_of(fn: Callable) -> Optional[Any]:
+    """The code object of ``fn`` (of what it wraps, for a ``functools.wraps`` wrapper), or None.
+
+    Two functions with the same code object run the same code, whatever their names."""
     fn = getattr(fn, "__wrapped__", fn)
     return getattr(fn, "__code__", None)
+
+
+class RemoteCall:
+    """Base of an answer that runs in another process and keeps its own time limit there (the
+    grader's :class:`~tutor.grading.verdicts.RemoteAnswer`): :func:`call_with_limit` and
+    :func:`probe_with_limit` hand it the call instead of running it here."""
+
+    def call_limited(self, args: tuple, seconds: float, probe: Optional[str] = None
+                     ) -> Tuple[Any, Optional[BaseException]]:
+        """``(value, error)`` of the call on ``args`` within ``seconds``; with ``probe``, what the probe
+        of that name saw of the call."""
+        raise NotImplementedError
 
 
 class CallWatcher:
@@ -86,7 +101,7 @@ class CallWatcher:
     def __init__(self, functions: Iterable[Callable]):
         self._codes = {}
         for fn in functions:
-            code = _code_of(fn)
+            code = code_of(fn)
             if code is not None:
                 self._codes[code] = f"{fn.__module__}.{fn.__qualname__}"
         self.called: list = []
@@ -166,11 +181,11 @@ def _call_in_thread(fn: Callable, args: tuple, seconds: float,
 def probe_with_limit(probe: Callable, fn: Callable, args: tuple, seconds: float) -> Tuple[Any, Optional[BaseException]]:
     """``probe(fn, args)`` for at most ``seconds``: a probe watches how ``fn(*args)`` runs (lines, storages).
 
-    An answer that lives in a graded kernel (``_tutor_remote``) is probed there, by the probe of the
-    same name in :mod:`tutor.exercises.child`: its operations never run in this process, and calling
+    An answer that lives in a graded kernel (a :class:`RemoteCall`) is probed there, by the probe of
+    the same name in :mod:`tutor.grading.child`: its operations never run in this process, and calling
     it from :func:`call_with_limit`'s worker thread would share the kernel's channel between threads.
     """
-    if getattr(fn, "_tutor_remote", False):
+    if isinstance(fn, RemoteCall):
         return fn.call_limited(args, seconds, probe=probe.__name__)
     return call_with_limit(probe, (fn, args), seconds)
 
@@ -182,7 +197,7 @@ def call_with_limit(fn: Callable, args: tuple, seconds: float,
     ``KeyboardInterrupt`` still propagates (the learner pressed stop); every other exception,
     ``SystemExit`` and :class:`TimeLimitExceeded` included, is returned as the error.
     """
-    if getattr(fn, "_tutor_remote", False):           # runs in another process, under its own limit
+    if isinstance(fn, RemoteCall):                     # runs in another process, under its own limit
         return fn.call_limited(args, seconds)
     use_signal = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not use_signal:

@@ -6,7 +6,7 @@ a clone of its code object, a profiler switched off. The gate always refuses a q
 reference; a function that some question forbids (``_forbidden``, ``_no_attention``) is refused
 too, except while the grader calls the answer of a question that may use it (:func:`allowing`).
 The originals stay reachable inside this module: digging them out is reverse-engineering the
-grader, which the threat model of :mod:`tutor.exercises.grading` leaves to academic honesty.
+grader, which the threat model of :mod:`tutor.grading` leaves to academic honesty.
 """
 from __future__ import annotations
 

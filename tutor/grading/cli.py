@@ -1,11 +1,11 @@
 """Grade exercise notebooks: ``python -m tutor grade PATH... [--json FILE] [--timeout S] [--deadline S]``.
 
 How a notebook is graded: it runs top to bottom in its own sandboxed kernel
-(:mod:`tutor.exercises.runner`), where the course's reference and forbidden functions are stubs and
-``check()`` only notes the answer (:mod:`tutor.exercises.child`). Then, in the grader's own process,
+(:mod:`tutor.grading.runner`), where the course's reference and forbidden functions are stubs and
+``check()`` only notes the answer (:mod:`tutor.grading.child`). Then, in the grader's own process,
 each question's checker runs with the reference, the cases and the comparison that live here, and
 only the calls of the learner's function cross into the kernel and come back as plain data
-(:mod:`tutor.exercises.verdicts`). One point per question whose answer passes. A question counts
+(:mod:`tutor.grading.verdicts`). One point per question whose answer passes. A question counts
 only in the notebook of its own number (``03_*.ipynb`` for ``03.q*``); an unnumbered notebook and a
 second notebook with the same number in one folder get a row saying so and are not counted. A
 notebook that hangs, dies, breaks the grader or is not a notebook gets a row that says why; the
@@ -44,7 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .progress import write_atomically
+from ..exercises.progress import write_atomically
+from ..exercises.registry import notebook_questions
 
 
 STATUS_WORDS = {"correct": "correct", "incorrect": "incorrect", "not_attempted": "not attempted"}
@@ -98,7 +99,6 @@ def _number(path: Path) -> Optional[str]:
 
 
 def _own_questions(path: Path) -> list:
-    from . import notebook_questions
     number = _number(path)
     return list(notebook_questions().get(number, [])) if number else []
 
@@ -151,7 +151,7 @@ def _grade(path: Path, own: list, blank: list, limits: Limits) -> NotebookGrade:
         return NotebookGrade(shown, "malformed", f"not a readable notebook ({type(exc).__name__})", blank)
     with NotebookKernel(nb, limits.cell, limits.notebook, limits.memory_mb, limits.nproc, limits.kernel) as k:
         # before any learner code: the stubs are in place from the first cell on
-        ready, why = k.run("__import__('tutor.exercises.child', fromlist=['install']).install()",
+        ready, why = k.run("__import__('tutor.grading.child', fromlist=['install']).install()",
                            max(limits.cell, 120))
         if ready != "ok":
             return NotebookGrade(shown, "error", f"the grader could not prepare the kernel ({ready} {why})", blank)

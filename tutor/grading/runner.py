@@ -2,7 +2,7 @@
 deadlines, and nothing left running afterwards.
 
 :class:`NotebookKernel` copies the notebook into a fresh private temporary folder and starts a
-kernel there (nbclient / jupyter_client) through :mod:`tutor.exercises.jail`: a new PID namespace
+kernel there (nbclient / jupyter_client) through :mod:`tutor.grading.jail`: a new PID namespace
 when ``unshare`` allows it (the kernel then sees no process of the grader or of another notebook,
 and the namespace dies with it), else a child subreaper in its own session. The kernel runs with a
 clean environment (no variable of the grader's), as ``nobody`` when the grader is root and
@@ -85,7 +85,8 @@ def _pids_cgroup(nproc: int) -> Optional[Path]:
 
 
 def isolation() -> str:
-    """How kernels are isolated on this machine, in words (shown by ``grade --help``)."""
+    """How kernels are isolated on this machine, in words: ``"a new PID namespace (unshare)"`` or
+    ``"a subreaper in its own session"``."""
     return "a new PID namespace (unshare)" if _unshare_prefix() else "a subreaper in its own session"
 
 

@@ -1,7 +1,7 @@
 """The graded notebook's side of grading: runs inside the sandboxed kernel, never in the grader.
 
 The grader runs :func:`install` before the first cell: the course's references and forbidden
-functions become stubs (:mod:`tutor.exercises.stubs`), values and solutions of the questions are
+functions become stubs (:mod:`tutor.grading.stubs`), values and solutions of the questions are
 withheld, and ``check()`` only remembers what the learner checked. After the last cell the grader
 asks :func:`describe` what was checked and :func:`call`\\ s each answer on inputs it sends; what
 comes back is plain data (``torch.save``), judged in the grader's process. Nothing here decides a
@@ -14,40 +14,36 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from . import problem, questions, stubs
-from .feedback import Result, is_blank
-from .footprint import largest_storage
-from .loops import lines_run
-from .sandbox import TimeLimitExceeded, call_with_limit, pinned_torch
+from .. import exercises
+from ..exercises.feedback import Result, is_blank
+from ..exercises.footprint import largest_storage
+from ..exercises.loops import lines_run
+from ..exercises.problem import record_checks_with
+from ..exercises.registry import question, questions
+from ..exercises.sandbox import TimeLimitExceeded, call_with_limit, pinned_torch
+from . import stubs
 
 WITHHELD = "(withheld while grading)"
 _ANSWERS: Dict[str, Any] = {}
 
 
-def _record(question, answer) -> Result:
-    _ANSWERS[question.id] = answer
-    print(f"{question.id}: recorded; the grader checks it outside this notebook.")
-    return Result(question.id, "not_attempted", "recorded for grading")
-
-
-def _watched(q) -> list:
-    return q._watched() if hasattr(q, "_watched") else []
+def _record(q, answer) -> Result:
+    _ANSWERS[q.id] = answer
+    print(f"{q.id}: recorded; the grader checks it outside this notebook.")
+    return Result(q.id, "not_attempted", "recorded for grading")
 
 
 def install() -> int:
     """Gate the course's functions, withhold values and solutions, make ``check()`` record only."""
     gated = []
     for q in questions():
-        for fn in _watched(q):      # a question module's own reference is refused always
-            own = getattr(fn, "__module__", "").startswith(__package__ + ".")
+        for fn in q.watched():      # a question module's own reference is refused always
+            own = getattr(fn, "__module__", "").startswith(exercises.__name__ + ".")
             gated.append((fn, own and fn is getattr(q, "reference", None)))
     count = stubs.install(gated)
     for q in questions():
-        cls = type(q)
-        cls._solution = WITHHELD
-        if hasattr(cls, "_value"):
-            cls._value = WITHHELD
-    problem._RECORDER = _record
+        q.withhold(WITHHELD)
+    record_checks_with(_record)
     return count
 
 
@@ -93,13 +89,12 @@ def call(qid: str, inp: str, out: str, seconds: float, probe: Optional[str] = No
 
     With ``probe`` the value written is what that probe of :data:`PROBES` saw of the call (an int).
     """
-    from . import question
     args = torch.load(inp, weights_only=True)
     q = question(qid)
     fn, call_args = ((_ANSWERS[qid], tuple(args)) if probe is None else
                      (PROBES[probe], (_ANSWERS[qid], tuple(args))))
     try:
-        with stubs.allowing(_watched(q)), pinned_torch():
+        with stubs.allowing(q.watched()), pinned_torch():
             value, error = call_with_limit(fn, call_args, seconds)
     except BaseException as exc:      # the learner's code ended the call some other way
         value, error = None, exc

@@ -1,9 +1,9 @@
-"""Verdicts in the grader's process: each question's own ``_check`` runs here, and only the calls of
-the learner's function cross into the sandboxed kernel.
+"""Verdicts in the grader's process: each question's own checker runs here (``q.judge``), and only
+the calls of the learner's function cross into the sandboxed kernel.
 
 For every question of the notebook the grader asks the kernel what the learner last checked
-(:func:`tutor.exercises.child.describe`). A function becomes a :class:`RemoteAnswer`: calling it
-writes the grader's inputs to a fresh file, runs :func:`tutor.exercises.child.call` in the kernel
+(:func:`tutor.grading.child.describe`). A function becomes a :class:`RemoteAnswer`: calling it
+writes the grader's inputs to a fresh file, runs :func:`tutor.grading.child.call` in the kernel
 and reads back the value and the arguments as they are after the call, with
 ``torch.load(weights_only=True)`` (tensor subclasses and custom objects are refused, files are
 size-capped and opened without following links). The reference, the cases and the comparison
@@ -20,8 +20,8 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
-from .feedback import Result
-from .sandbox import TimeLimitExceeded
+from ..exercises.feedback import Result
+from ..exercises.sandbox import RemoteCall, TimeLimitExceeded, time_limit
 
 MAX_BYTES = 64 << 20          # what one answer may send back
 MAX_DEPTH = 8
@@ -90,9 +90,8 @@ class Opaque:
     """Stands for a checked value that could not cross as plain data (its type name is kept)."""
 
 
-class RemoteAnswer:
+class RemoteAnswer(RemoteCall):
     """The learner's function, living in the sandboxed kernel; calls cross as plain data."""
-    _tutor_remote = True
 
     def __init__(self, kernel, qid: str):
         self.kernel, self.qid = kernel, qid
@@ -104,12 +103,12 @@ class RemoteAnswer:
     def call_limited(self, args: tuple, seconds: float, probe: Optional[str] = None
                      ) -> Tuple[Any, Optional[BaseException]]:
         """``(value, error)`` of the answer on ``args``, or with ``probe`` (a name of
-        :data:`tutor.exercises.child.PROBES`) what that probe saw of the call: an int, else 0."""
+        :data:`tutor.grading.child.PROBES`) what that probe saw of the call: an int, else 0."""
         if self.kernel.dead:
             return None, RuntimeError("the notebook's kernel had stopped before this call")
         inp, out = self._paths()
         _write_new(inp, list(args))
-        source = (f"__import__('tutor.exercises.child', fromlist=['call']).call("
+        source = (f"__import__('tutor.grading.child', fromlist=['call']).call("
                   f"{self.qid!r}, {inp!r}, {out!r}, {float(seconds)!r}, {probe!r})")
         status, _ = self.kernel.run(source, seconds + GRACE)
         if status == "timeout":
@@ -156,7 +155,6 @@ class RemoteAnswer:
                 pass
 
     def __call__(self, *args):
-        from .sandbox import time_limit
         value, error = self.call_limited(args, time_limit())
         if error is not None:
             raise error
@@ -165,7 +163,7 @@ class RemoteAnswer:
 
 def _describe(kernel, qid: str) -> dict:
     out = str(kernel.out_dir / f"describe-{secrets.token_hex(8)}.pt")
-    status, _ = kernel.run(f"__import__('tutor.exercises.child', fromlist=['describe']).describe({qid!r}, {out!r})",
+    status, _ = kernel.run(f"__import__('tutor.grading.child', fromlist=['describe']).describe({qid!r}, {out!r})",
                            30)
     if status != "ok":
         return {"kind": "dead"}
@@ -193,13 +191,13 @@ def judge(kernel, questions) -> List[Result]:
         elif kind == "dead":
             results.append(Result(q.id, "incorrect", "could not be graded: the notebook's kernel had stopped"))
         elif kind == "blank":
-            results.append(q._judge(None))
+            results.append(q.judge(None))
         elif kind == "value":
-            results.append(q._judge(info.get("value")))
+            results.append(q.judge(info.get("value")))
         elif kind == "callable":
-            results.append(q._judge(RemoteAnswer(kernel, q.id)))
+            results.append(q.judge(RemoteAnswer(kernel, q.id)))
         else:
             name = str(info.get("type", "object"))
             name = name if name.isidentifier() and len(name) <= 60 else "object"
-            results.append(q._judge(type(name, (Opaque,), {})()))
+            results.append(q.judge(type(name, (Opaque,), {})()))
     return results

@@ -1,0 +1,67 @@
+"""The grader's parts that run without a kernel: the stubs that switch the course's functions off,
+the plain-data reader of what a kernel sends back, and ``python -m tutor grade --help``."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from tutor.grading import stubs, verdicts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_stubs_refuse_a_reference_always_and_a_forbidden_function_outside_allowing():
+    def reference(x):
+        return x + 1
+
+    def helper(x):
+        return x * 2
+
+    def other(x):
+        return x - 1
+    alias = helper
+    assert stubs.install([(reference, True), (helper, False), (other, False)]) == 3
+    for fn, arg in ((reference, 1), (alias, 1), (other, 1)):
+        with pytest.raises(stubs.WriteItYourself, match="switched off while grading"):
+            fn(arg)
+    with stubs.allowing([other]):                     # the answer of a question that forbids `other`
+        assert helper(3) == 6
+        with pytest.raises(stubs.WriteItYourself):
+            other(3)
+        with pytest.raises(stubs.WriteItYourself, match="reference answer"):
+            reference(3)
+    with pytest.raises(stubs.WriteItYourself):
+        helper(3)                                     # off again afterwards
+    assert stubs.key_of(helper) is not None and stubs.key_of(len) is None
+
+
+def test_load_plain_takes_plain_data_only(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"value": [torch.ones(2), 3, "x", None], "after": []}, good)
+    got = verdicts.load_plain(str(good))
+    assert torch.equal(got["value"][0], torch.ones(2)) and got["value"][1:] == [3, "x", None]
+
+    sparse, ordered = tmp_path / "sparse.pt", tmp_path / "ordered.pt"
+    torch.save(torch.eye(2).to_sparse(), sparse)                       # not a strided plain tensor
+    torch.save(OrderedDict(a=1), ordered)                              # loads, but is not a plain dict
+    link = tmp_path / "link.pt"
+    os.symlink(good, link)
+    for path in (sparse, ordered, link, tmp_path / "missing.pt", tmp_path):
+        with pytest.raises(verdicts.NotPlainData):
+            verdicts.load_plain(str(path))
+
+
+def test_grade_help_names_the_options():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "tutor", "grade", "--help"], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m tutor grade")
+    for option in ("--json", "--timeout", "--deadline", "--memory-mb", "--nproc", "--kernel", "--jobs"):
+        assert option in done.stdout
