@@ -58,16 +58,21 @@ def check_kv_pair(k, v) -> None:
 def check_positions(positions, start: int, count: int) -> Tensor:
     """``positions`` of a chunk: None (= continue), or exactly ``start, start + 1, ..., start + count - 1``.
 
+    Given as a 1-D integer tensor, a range or a list of ints, or as an int: the chunk's first position.
+
     A cache is fed in order, each position once: a chunk that skips ahead, goes back, or repeats a
     position the cache already holds is refused, naming what the cache expected.
     """
     expected = torch.arange(start, start + count)                          # (C,)
     if positions is None:
         return expected
-    if isinstance(positions, range):
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        positions = torch.arange(positions, positions + count)            # the first position
+    elif isinstance(positions, (range, list, tuple)) and \
+            all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
         positions = torch.tensor(list(positions), dtype=torch.long)
     if not isinstance(positions, Tensor) or positions.is_floating_point() or positions.dtype == torch.bool:
-        raise TypeError(f"positions must be a 1-D integer tensor (or a range) or None, "
+        raise TypeError(f"positions must be a 1-D integer tensor, a range, a list of ints, an int or None, "
                         f"got {type(positions).__name__} {getattr(positions, 'dtype', '')}".rstrip())
     if positions.dim() != 1 or positions.numel() != count:
         raise ValueError(f"positions must have shape (C,) = ({count},) to match the chunk, "

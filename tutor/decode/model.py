@@ -224,10 +224,16 @@ class TinyDecoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, new_tokens: int, caches: Optional[List[Cache]] = None, *,
-                 prefill_chunk: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-        """Greedy generation through the caches: prefill ``prompt`` (B, P), then one token at a time.
+                 prefill_chunk: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        """Generation through the caches: prefill ``prompt`` (B, P), then one token at a time.
 
-        ``prefill_chunk``: prefill in chunks of that many tokens (None: one chunk). Returns
+        ``caches``: None for fresh ones (:meth:`new_caches`); caches that already hold a prefix are
+        continued, ``prompt`` being the tokens that follow it.
+
+        Greedy (argmax), or sampled from the softmax with ``generator`` (reproducible; a tiny
+        random model's greedy stream soon repeats one token). ``prefill_chunk``: prefill in chunks
+        of that many tokens (None: one chunk). Returns
         ``tokens`` (B, P + new_tokens) and ``logits`` (B, P + new_tokens - 1, vocab_size), the
         logits at every position fed (every token but the last generated one), which is what
         ``model(tokens[:, :-1])`` recomputes.
@@ -241,7 +247,9 @@ class TinyDecoder(nn.Module):
         logits = [self(chunk, caches) for chunk in prompt.split(size, dim=1)]  # each (B, c, V)
         tokens = [prompt]
         for step in range(new_tokens):
-            nxt = logits[-1][:, -1:].argmax(-1)                           # (B, 1)
+            last = logits[-1][:, -1]                                      # (B, V)
+            nxt = last.argmax(-1, keepdim=True) if generator is None else \
+                torch.multinomial(last.float().softmax(-1), 1, generator=generator)  # (B, 1)
             tokens.append(nxt)
             if step < new_tokens - 1:
                 logits.append(self(nxt, caches))                          # (B, 1, V)
