@@ -151,5 +151,9 @@ def test_decode_attention_bad_input_names_the_argument():
         decode_attention(q[:, :, :1], cache)
     with pytest.raises(ValueError, match=r"^positions must be a \(Tq,\) = \(3,\)"):
         decode_attention(q, view, positions=torch.tensor([0]))
+    with pytest.raises(TypeError, match=r"^scale must be a real number"):
+        decode_attention(q[:, :, :1], view, scale="1")
+    with pytest.raises(ValueError, match=r"^scale must be finite"):
+        decode_attention(q[:, :, :1], view, scale=float("nan"))
     with pytest.raises(ValueError, match=r"^q must have shape \(B, H, T, Dh\)"):
         decode_attention(q[0], view)

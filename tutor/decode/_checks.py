@@ -6,6 +6,8 @@ one module; these few are kept together here so they can be switched to it in on
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -95,3 +97,14 @@ def check_sink_logits(sink_logits, H: int) -> Optional[Tensor]:
         raise ValueError(f"sink_logits must have shape (H,) = ({H},), one per query head, "
                          f"got {tuple(sink_logits.shape)}")
     return sink_logits
+
+
+def check_scale(scale, Dh: int) -> float:
+    """``scale`` of the scores: None (``1 / sqrt(Dh)``) or a finite real number."""
+    if scale is None:
+        return 1.0 / math.sqrt(Dh)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__} {scale!r}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return float(scale)

@@ -16,14 +16,13 @@ of a group are folded into the rows of one matmul, so the keys are never copied 
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from ..attention.softmax import accum_dtype, masked_softmax
-from ._checks import check_heads_tensor, check_sink_logits
+from ._checks import check_heads_tensor, check_scale, check_sink_logits
 from .cache import CacheView
 
 __all__ = ["masked_attention", "decode_attention"]
@@ -43,11 +42,12 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
     if k.shape[0] != B or k.shape[3] != Dh or v.shape != k.shape or H % max(Hkv, 1) or Hkv == 0:
         raise ValueError(f"k and v must be (B, H_kv, N, Dh) with q's B and Dh and H_kv dividing H: "
                          f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if tuple(allowed.shape) != (Tq, N) or allowed.dtype != torch.bool:
+    if not isinstance(allowed, Tensor) or tuple(allowed.shape) != (Tq, N) or allowed.dtype != torch.bool:
         raise ValueError(f"allowed must be a bool (Tq, N) = ({Tq}, {N}) tensor, "
-                         f"got {allowed.dtype} {tuple(allowed.shape)}")
+                         f"got {getattr(allowed, 'dtype', type(allowed).__name__)} "
+                         f"{tuple(getattr(allowed, 'shape', ()))}")
     sink_logits = check_sink_logits(sink_logits, H)
-    scale = 1.0 / math.sqrt(Dh) if scale is None else float(scale)
+    scale = check_scale(scale, Dh)
     group = H // Hkv
     acc = accum_dtype(q.dtype)
     qg = q.to(acc).reshape(B, Hkv, group * Tq, Dh)                         # (B, H_kv, g*Tq, Dh)

@@ -118,7 +118,10 @@ class _PositionedCache:
         return check_positions(positions, self.next_position, k.shape[2])
 
     def view(self) -> CacheView:
-        """The keys, values and positions the next query reads (before any update: an empty view)."""
+        """The keys, values and positions the newest query reads (before any update: an empty view).
+
+        The view shares the cache's storage (no copy): read it before the next :meth:`update`.
+        """
         if self.keys is None:
             empty = torch.empty(0, 0, 0, 0)
             return CacheView(empty, empty, torch.empty(0, dtype=torch.long), self.window, self.sinks)
@@ -155,6 +158,11 @@ class RingKVCache(_PositionedCache):
         self.sinks = check_count("sinks", sinks)
         self.size = self.sinks + self.window + 1
         self.positions = torch.full((self.size,), -1, dtype=torch.long)   # (N,), -1 = empty
+
+    def __repr__(self) -> str:
+        held = sorted(p for p in self.positions.tolist() if p >= 0)
+        return (f"RingKVCache(window={self.window}, sinks={self.sinks}, slots={self.size}, "
+                f"holds positions {held}, next_position={self.next_position})")
 
     def slot(self, position: int) -> int:
         """Where ``position`` lives: :func:`ring_slot`."""
