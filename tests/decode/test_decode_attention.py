@@ -129,6 +129,23 @@ def test_masked_attention_rows_with_nothing_allowed_are_zero():
     assert (masked_attention(q, k, v, allowed) == 0).all()
 
 
+@pytest.mark.parametrize("sink_logits", [None, torch.tensor([0.5, -1.0, 2.0, 0.0])])
+def test_a_mask_per_sequence_equals_each_sequence_alone(sink_logits):
+    """(B, Tq, N) masks, e.g. left padding: a padded key holding NaN never reaches the output."""
+    B, H, Hkv, T, Dh = 2, 4, 2, 9, 8
+    q, k, v = qkv(B, H, Hkv, T, Dh, seed=5)
+    pos = torch.arange(T)
+    allowed = allowed_by_position(pos, pos, 3, 1).expand(B, T, T).clone()  # (B, T, T)
+    allowed[1, :, :2] = False                                            # sequence 1: 2 pad tokens
+    v[1, :, :2] = float("nan")
+    ours = masked_attention(q, k, v, allowed, sink_logits=sink_logits)
+    for b in range(B):
+        alone = masked_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1].nan_to_num(0.0), allowed[b],
+                                 sink_logits=sink_logits)
+        torch.testing.assert_close(ours[b:b + 1], alone, atol=ATOL, rtol=0)
+    assert not ours.isnan().any()
+
+
 # --------------------------------------------------------------------------- bad input
 def test_decode_attention_bad_input_names_the_argument():
     cache = RingKVCache(2)

@@ -32,9 +32,12 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
                      sink_logits: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
     """Attention of ``q`` over ``k, v`` where ``allowed``, with grouped heads and optional sink logits.
 
-    q: (B, H, Tq, Dh); k, v: (B, H_kv, N, Dh) with ``H % H_kv == 0``; allowed: (Tq, N) bool;
-    sink_logits: (H,) or None. Returns (B, H, Tq, Dh) in q's dtype. A row with nothing allowed
-    (and no sink logit) outputs zeros. Scores and softmax run in float32 (float64 stays float64).
+    q: (B, H, Tq, Dh); k, v: (B, H_kv, N, Dh) with ``H % H_kv == 0``; allowed: (Tq, N) bool, the
+    same for every sequence, or (B, Tq, N) (e.g. with padding); sink_logits: (H,) or None. Returns
+    (B, H, Tq, Dh) in q's dtype. A row with nothing allowed (and no sink logit) outputs zeros; a key
+    no query may read never reaches the output, even as NaN (its value is zeroed, as in
+    :func:`tutor.attention.dense_attention`). Scores and softmax run in float32 (float64 stays
+    float64).
     """
     check_heads_tensor("q", q)
     B, H, Tq, Dh = q.shape
@@ -42,24 +45,30 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
     if k.shape[0] != B or k.shape[3] != Dh or v.shape != k.shape or H % max(Hkv, 1) or Hkv == 0:
         raise ValueError(f"k and v must be (B, H_kv, N, Dh) with q's B and Dh and H_kv dividing H: "
                          f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if not isinstance(allowed, Tensor) or tuple(allowed.shape) != (Tq, N) or allowed.dtype != torch.bool:
-        raise ValueError(f"allowed must be a bool (Tq, N) = ({Tq}, {N}) tensor, "
+    if not isinstance(allowed, Tensor) or tuple(allowed.shape) not in ((Tq, N), (B, Tq, N)) \
+            or allowed.dtype != torch.bool:
+        raise ValueError(f"allowed must be a bool (Tq, N) = ({Tq}, {N}) or (B, Tq, N) tensor, "
                          f"got {getattr(allowed, 'dtype', type(allowed).__name__)} "
                          f"{tuple(getattr(allowed, 'shape', ()))}")
     sink_logits = check_sink_logits(sink_logits, H)
     scale = check_scale(scale, Dh)
     group = H // Hkv
+    per_seq = allowed.dim() == 3
+    ok = allowed[:, None] if per_seq else allowed                         # (B, 1, Tq, N) or (Tq, N)
+    unread = ~allowed.any(dim=-2)                                         # (B, N) or (N,)
+    unread = unread[:, None, :, None] if per_seq else unread[None, None, :, None]
     acc = accum_dtype(q.dtype)
     qg = q.to(acc).reshape(B, Hkv, group * Tq, Dh)                         # (B, H_kv, g*Tq, Dh)
     scores = (qg @ k.to(acc).transpose(-1, -2)) * scale                   # (B, H_kv, g*Tq, N)
     scores = scores.reshape(B, H, Tq, N)                                  # (B, H, Tq, N)
     if sink_logits is None:
-        p = masked_softmax(scores, allowed)                               # (B, H, Tq, N)
+        p = masked_softmax(scores, ok)                                    # (B, H, Tq, N)
     else:                                                                 # one more column, no value
         sink = sink_logits.to(acc).reshape(1, H, 1, 1).expand(B, H, Tq, 1)  # (B, H, Tq, 1)
-        ok = torch.cat([allowed, allowed.new_ones(Tq, 1)], dim=1)         # (Tq, N + 1)
+        ok = torch.cat([ok, ok.new_ones(ok.shape[:-1] + (1,))], dim=-1)   # (..., Tq, N + 1)
         p = masked_softmax(torch.cat([scores, sink], dim=-1), ok)[..., :N]  # (B, H, Tq, N)
-    out = p.reshape(B, Hkv, group * Tq, N) @ v.to(acc)                    # (B, H_kv, g*Tq, Dh)
+    vf = v.to(acc).masked_fill(unread, 0.0)                               # (B, H_kv, N, Dh)
+    out = p.reshape(B, Hkv, group * Tq, N) @ vf                           # (B, H_kv, g*Tq, Dh)
     return out.reshape(B, H, Tq, Dh).to(q.dtype)                          # (B, H, Tq, Dh)
 
 

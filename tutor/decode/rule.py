@@ -18,17 +18,17 @@ are kept forever, StreamingLLM's "attention sinks"). ``window=None`` is a full c
   sinks`` those keys are all sinks themselves (``j <= i < sinks``), so the row adds nothing.
 
 So the two masks are equal, every row and column (:func:`sink_window_mask` equals
-``hybrid_mask(T, w, sinks_as_global_mask(T, sinks), causal=True)``). They part only for a global
-token that is not in the leading block: a global token at position ``g >= sinks`` still reads all of
-``0 .. g`` (its row is not the window's), and a decoder that keeps it "forever" from ``g`` on
-changes only its column. Only the columns carry over to a cache; a global *row* in the middle of
-the stream would need every earlier key, which is exactly what a ring cache has thrown away.
+``hybrid_mask(T, w, sinks_as_global_mask(T, sinks), causal=True)``, tested). They part only for a
+global token that is not among the first positions: at ``g >= sinks`` the course's global row
+still reads all of ``0 .. g``, where a decoder that merely kept key ``g`` forever gives query ``g``
+the window's row. The columns agree (every later query reads ``g``); row ``g`` differs at the keys
+``j < g - w`` (so only when ``g > w``), and no other row does. A cache can serve global *columns* (keep those keys); a global *row* in the middle of the
+stream needs every earlier key, which a ring has already evicted.
 """
 from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from ..masks import (MaskMod, and_masks, create_mask, generate_causal, generate_local_window,
