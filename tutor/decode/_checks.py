@@ -1,0 +1,110 @@
+"""The input checks of :mod:`tutor.decode`, in one place.
+
+Each raises a ``TypeError`` (wrong kind of thing) or ``ValueError`` (wrong value or shape) whose
+message names the argument and shows what it got. (The project's shared validators are moving to
+one module; these few are kept together here so they can be switched to it in one edit.)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..masks import check_int
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_count(name: str, value) -> int:
+    """A non-negative Python int (``window``, ``sinks``); bools, floats and strings are refused."""
+    return check_int(name, value, 0)
+
+
+def check_length(T) -> int:
+    """``T``, a number of positions: an int >= 1."""
+    return check_int("T", T, 1)
+
+
+def check_optional_window(value) -> Optional[int]:
+    """``window`` of a decoder layer: a non-negative int, or None for full (causal) attention."""
+    return None if value is None else check_count("window", value)
+
+
+def check_heads_tensor(name: str, t, layout: str = "(B, H, T, Dh)") -> Tensor:
+    """A 4-D floating tensor with at least one position and one feature."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(f"{name} must have shape {layout}, got {t.dim()}-D shape {tuple(t.shape)}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (float32, float16, bfloat16, float64), got {t.dtype}")
+    if t.shape[2] == 0 or t.shape[3] == 0:
+        raise ValueError(f"{name} must have T >= 1 and Dh >= 1, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_kv_pair(k, v) -> None:
+    """``k`` and ``v`` of one chunk: both (B, H_kv, C, Dh), one dtype, one device."""
+    check_heads_tensor("k", k, "(B, H_kv, C, Dh)")
+    check_heads_tensor("v", v, "(B, H_kv, C, Dh)")
+    if k.shape != v.shape:
+        raise ValueError(f"v must have the same (B, H_kv, C, Dh) as k: k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if k.dtype != v.dtype or k.device != v.device:
+        raise TypeError(f"k and v must share dtype and device, got k {k.dtype} on {k.device}, "
+                        f"v {v.dtype} on {v.device}")
+
+
+def check_positions(positions, start: int, count: int) -> Tensor:
+    """``positions`` of a chunk: None (= continue), or exactly ``start, start + 1, ..., start + count - 1``.
+
+    Given as a 1-D integer tensor, a range or a list of ints, or as an int: the chunk's first position.
+
+    A cache is fed in order, each position once: a chunk that skips ahead, goes back, or repeats a
+    position the cache already holds is refused, naming what the cache expected.
+    """
+    expected = torch.arange(start, start + count)                          # (C,)
+    if positions is None:
+        return expected
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        positions = torch.arange(positions, positions + count)            # the first position
+    elif isinstance(positions, (range, list, tuple)) and \
+            all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
+        positions = torch.tensor(list(positions), dtype=torch.long)
+    if not isinstance(positions, Tensor) or positions.is_floating_point() or positions.dtype == torch.bool:
+        raise TypeError(f"positions must be a 1-D integer tensor, a range, a list of ints, an int or None, "
+                        f"got {type(positions).__name__} {getattr(positions, 'dtype', '')}".rstrip())
+    if positions.dim() != 1 or positions.numel() != count:
+        raise ValueError(f"positions must have shape (C,) = ({count},) to match the chunk, "
+                         f"got {tuple(positions.shape)}")
+    if not torch.equal(positions.cpu().long(), expected):
+        shown = positions.tolist() if count <= 8 else positions[:8].tolist() + ["..."]
+        raise ValueError(f"positions must continue the cache in order, each once: expected "
+                         f"{start}..{start + count - 1} (the cache holds 0..{start - 1}), got {shown}")
+    return expected
+
+
+def check_sink_logits(sink_logits, H: int) -> Optional[Tensor]:
+    """Learned sink logits: None, or a floating (H,) tensor, one logit per query head."""
+    if sink_logits is None:
+        return None
+    if not isinstance(sink_logits, Tensor) or not sink_logits.is_floating_point():
+        raise TypeError(f"sink_logits must be a floating tensor of shape (H,) = ({H},) or None, "
+                        f"got {type(sink_logits).__name__} {getattr(sink_logits, 'dtype', '')}".rstrip())
+    if tuple(sink_logits.shape) != (H,):
+        raise ValueError(f"sink_logits must have shape (H,) = ({H},), one per query head, "
+                         f"got {tuple(sink_logits.shape)}")
+    return sink_logits
+
+
+def check_scale(scale, Dh: int) -> float:
+    """``scale`` of the scores: None (``1 / sqrt(Dh)``) or a finite real number."""
+    if scale is None:
+        return 1.0 / math.sqrt(Dh)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__} {scale!r}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return float(scale)
