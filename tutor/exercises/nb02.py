@@ -45,7 +45,7 @@ def causal_allowed_keys_reference(i: int, T: int, window: int, is_global: List[b
 
 
 def looped_attention_reference(q, k, v, window, global_mask):
-    """SPEC.md's attention, non-causal, no padding: (B, H, T, Dh)."""
+    """The attention of docs/spec.md, non-causal, no padding: (B, H, T, Dh)."""
     return looped_attention(q, k, v, window, global_mask)
 
 
