@@ -1,7 +1,7 @@
 """Shared hypothesis strategies and brute-force references for the mask and attention tests.
 
 The references here are deliberately naive and independent of ``tutor``: the allowed-pair rule
-of SPEC.md is written as plain Python loops over (b, i, j), and the attention reference is a
+of docs/spec.md is written as plain Python loops over (b, i, j), and the attention reference is a
 float64 softmax over a boolean mask (``torch.softmax`` on ``-inf``-filled scores, empty rows set
 to zero by hand). Nothing in this file imports ``tutor``.
 """
@@ -38,7 +38,7 @@ def single_thread():
 # --------------------------------------------------------------------------- brute-force rule
 def brute_allowed(T: int, window: int, is_global: Flags = None, is_pad: Flags = None,
                   causal: bool = False, B: Optional[int] = None) -> List[List[List[bool]]]:
-    """SPEC.md's ``allowed[b][i][j]`` with plain loops. B defaults to the masks' B (or 1)."""
+    """docs/spec.md's ``allowed[b][i][j]`` with plain loops. B defaults to the masks' B (or 1)."""
     if B is None:
         B = len(is_global) if is_global is not None else len(is_pad) if is_pad is not None else 1
     out = []

@@ -1,4 +1,4 @@
-"""Every implementation computes SPEC.md's function: equal to dense_attention and to a brute force.
+"""Every implementation computes the function of docs/spec.md: equal to dense_attention and to a brute force.
 
 The brute force (tests/strategies.py) builds the allowed set with plain loops and runs a float64
 softmax over it; ``dense_attention`` must match it, and every other implementation must match both.

@@ -19,7 +19,7 @@ T = 131072
 
 
 def keys_of(i: int, window: int, globals_: list, pad_from: int, causal: bool) -> list:
-    """Allowed keys of query i by SPEC.md: window + global keys, or everything for a global row."""
+    """Allowed keys of query i by docs/spec.md: window + global keys, or everything for a global row."""
     if i >= pad_from:
         return []
     if i in globals_:

@@ -1,4 +1,4 @@
-"""Numerics that respect the mask, in every implementation and backend (SPEC.md, issue 11).
+"""Numerics that respect the mask, in every implementation and backend (docs/spec.md, issue 11).
 
 An output row may depend only on the keys it may attend. So, for every implementation:
 
@@ -10,7 +10,7 @@ An output row may depend only on the keys it may attend. So, for every implement
   and a probe added to the values a row may not attend leaves the row bit-identical.
 
 (A NaN in the *value* of an unpadded key outside a row's window may reach that row as ``0 * NaN``
-inside a matrix product; SPEC does not ask for that and these tests do not poison it.)
+inside a matrix product; docs/spec.md does not promise that and these tests do not poison it.)
 
 The allowed pairs come from the brute-force rule in ``strategies.py``, not from ``tutor``.
 FlexAttention compiles once per shape, dtype and rule (tens of seconds on 2 CPU cores), so its

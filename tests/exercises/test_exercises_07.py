@@ -85,8 +85,7 @@ def attn_swapped_dk_dv(q, k, v, do, allowed, scale):
 # --------------------------------------------------------------------------- 07.q3 one block, recomputed
 def _p_from_lse(q, k, lse, allowed, scale):
     s = scale * q @ k.transpose(-1, -2)
-    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    return torch.where(allowed[:, None], torch.exp(s - lse[..., None]), torch.zeros_like(s))
+    return torch.where(allowed[:, None], torch.exp(s - lse[..., None]), torch.zeros_like(s))   # lse = +inf: 0
 
 
 def block_D_from_span(q, k, v, out, lse, do, allowed, scale):
@@ -113,21 +112,27 @@ def block_missing_scale(q, k, v, out, lse, do, allowed, scale):
                      D=(do * out).sum(-1, keepdim=True), scale_dq=False)
 
 
-def block_nan_on_dead_rows(q, k, v, out, lse, do, allowed, scale):
-    """Multiplies by the mask instead of selecting: inf * 0 = NaN on a row with lse = -inf."""
-    s = scale * q @ k.transpose(-1, -2)
-    p = torch.exp(s - lse[..., None]) * allowed[:, None]
+def block_no_mask(q, k, v, out, lse, do, allowed, scale):
+    """Trusts lse = +inf to zero what must be zero and forgets ``allowed``: the span's other keys get weight."""
+    p = torch.exp(scale * q @ k.transpose(-1, -2) - lse[..., None])
     return _backward(p, q, k, v, do, scale, D=(do * out).sum(-1, keepdim=True))
+
+
+def test_lse_of_an_empty_row_is_plus_inf_so_no_guard_is_needed():
+    """docs/spec.md: an empty row's lse is +inf, so exp(s - lse) * allowed is 0 there, not inf * 0 = NaN."""
+    def multiplies_by_the_mask(q, k, v, out, lse, do, allowed, scale):
+        p = torch.exp(scale * q @ k.transpose(-1, -2) - lse[..., None]) * allowed[:, None]
+        return _backward(p, q, k, v, do, scale, D=(do * out).sum(-1, keepdim=True))
+    assert check("07.q3", multiplies_by_the_mask).status == "correct"
+    assert check("07.q4", padded_rows_live).status == "incorrect"       # ... but 0 is no stand-in for +inf
 
 
 # --------------------------------------------------------------------------- 07.q4 global keys
 def _global_parts(q, k, v, do, out, lse, window, global_positions, scale):
     """P, dS (B, H, T, G) of every live query against the global keys, and |i - g| <= window."""
     kg, vg = k[:, :, global_positions], v[:, :, global_positions]
-    live = torch.isfinite(lse)[..., None]
-    lse0 = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
     s = scale * q @ kg.transpose(-1, -2)
-    p = torch.where(live, torch.exp(s - lse0[..., None]), torch.zeros_like(s))
+    p = torch.exp(s - lse[..., None])                                   # lse = +inf on padded rows: 0
     ds = p * (do @ vg.transpose(-1, -2) - (do * out).sum(-1, keepdim=True))
     T = q.shape[2]
     near = (torch.arange(T)[:, None] - torch.tensor(global_positions)[None, :]).abs() <= window  # (T, G)
@@ -162,8 +167,9 @@ def global_missing_scale(q, k, v, do, out, lse, window, global_positions, scale)
 
 
 def padded_rows_live(q, k, v, do, out, lse, window, global_positions, scale):
-    """Treats lse = -inf rows as live: exp(s + inf) = inf, NaN gradients."""
+    """Replaces lse = +inf by 0 (a guard for -inf): padded rows come alive with P = exp(s)."""
     kg, vg = k[:, :, global_positions], v[:, :, global_positions]
+    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
     p = torch.exp(scale * q @ kg.transpose(-1, -2) - lse[..., None])
     ds = p * (do @ vg.transpose(-1, -2) - (do * out).sum(-1, keepdim=True))
     return scale * ds.transpose(-1, -2) @ q, p.transpose(-1, -2) @ do
@@ -189,7 +195,7 @@ WRONG_WORDS = {
     "07.q3": {"D from the span": (block_D_from_span, "global keys outside the span"),
               "softmax over the span": (block_softmax_over_span, "global keys outside the span"),
               "un-normalized P": (block_unnormalized, "case '"), "missing scale": (block_missing_scale, "factor 1/scale"),
-              "NaN on a padded row": (block_nan_on_dead_rows, "NaN")},
+              "no mask (lse = +inf is not a mask)": (block_no_mask, "case '")},
     "07.q4": {"window only": (window_only, "case '"), "window counted twice": (window_counted_twice, "case '"),
               "column only": (column_only, "case '"), "missing scale": (global_missing_scale, "factor 1/scale"),
               "padded rows live": (padded_rows_live, "padded tail"), "D from dP": (D_from_dp_global, "case '")},

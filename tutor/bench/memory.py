@@ -1,7 +1,7 @@
 """Peak extra memory of one call: the CUDA allocator's counters, or the RSS of a fresh CPU child;
 and what autograd saves for the backward pass (:func:`saved_tensors`).
 
-On CPU each (impl, T) runs in a fresh child process (``python -m tutor.bench --child SPEC``), so
+On CPU each (impl, T) runs in a fresh child process (``python -m tutor.bench --child JSON``, the run as JSON), so
 nothing allocated by earlier runs hides the peak. Linux resets the high-water mark after warm-up via
 ``/proc/self/clear_refs``; elsewhere ``ru_maxrss`` is used, warm-up included.
 """

@@ -30,7 +30,7 @@ CONVENTIONS: Tuple[Convention, ...] = (
     Convention("ours", "tutor: window, global_mask, key_padding_mask",
                "one-sided radius: |i - j| <= w, 2w + 1 keys (causal: w + 1, the query included)",
                "w", "w", "global_mask (B, T) bool, True = global; key_padding_mask True = padding",
-               "yes", ("tutor.masks.hybrid_mask",), "SPEC.md"),
+               "yes", ("tutor.masks.hybrid_mask",), "docs/spec.md"),
     Convention("flex", "PyTorch FlexAttention: mask_mod(b, h, q_idx, kv_idx)",
                "a predicate, True = may attend; no number, any rule",
                "hybrid_mask_mod(w, ...)", "read it off the predicate",

@@ -1,4 +1,4 @@
-"""Graded exercises for the course notebooks (docs/spec.md, "Exercises API").
+"""Graded exercises for the course notebooks (docs/spec.md, "The exercises API").
 
     from tutor import exercises
     q = exercises.question("03.q2")      # stable id "<notebook number>.q<k>"

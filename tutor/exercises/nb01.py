@@ -37,7 +37,7 @@ def count_allowed_pairs_reference(T: int, window: int, global_positions: List[in
 
 
 def dense_masked_attention_reference(q, k, v, window, global_mask, key_padding_mask):
-    """SPEC.md's attention, non-causal: (B, H, T, Dh)."""
+    """The attention of docs/spec.md, non-causal: (B, H, T, Dh)."""
     return dense_attention(q, k, v, window, global_mask, key_padding_mask)
 
 

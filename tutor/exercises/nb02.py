@@ -45,7 +45,7 @@ def causal_allowed_keys_reference(i: int, T: int, window: int, is_global: List[b
 
 
 def looped_attention_reference(q, k, v, window, global_mask):
-    """SPEC.md's attention, non-causal, no padding: (B, H, T, Dh)."""
+    """The attention of docs/spec.md, non-causal, no padding: (B, H, T, Dh)."""
     return looped_attention(q, k, v, window, global_mask)
 
 
@@ -85,30 +85,30 @@ class LoopedAttention(FunctionProblem):
     id, title, _name = "02.q2", "Attention, one query at a time", "looped_attention"
     _prompt = """Write `looped_attention(q, k, v, window, global_mask)` with a Python loop over
 the batch and the queries. `q, k, v` are `(B, H, T, Dh)`, `global_mask` is `(B, T)` bool. For
-query `i` of sequence `b`, score only its allowed keys (your `allowed_keys`), scale by
+query `i` of sequence `batch`, score only its allowed keys (your `allowed_keys`), scale by
 `1 / sqrt(Dh)`, take a softmax over those keys and average their values. All heads can be done at
 once. Return `(B, H, T, Dh)` and leave the inputs unchanged."""
     _stub = '''def looped_attention(q, k, v, window, global_mask):
-    """(B, H, T, Dh): hybrid attention with a loop over (b, i)."""
+    """(B, H, T, Dh): hybrid attention with a loop over (batch, i)."""
     raise NotImplementedError  # replace with your code
 '''
     _solution = '''def looped_attention(q, k, v, window, global_mask):
-    """(B, H, T, Dh): hybrid attention with a loop over (b, i)."""
+    """(B, H, T, Dh): hybrid attention with a loop over (batch, i)."""
     B, H, T, Dh = q.shape
     out = torch.zeros_like(q)                                          # (B, H, T, Dh)
-    for b in range(B):
-        is_global = global_mask[b].tolist()
+    for batch in range(B):
+        is_global = global_mask[batch].tolist()
         for i in range(T):
-            keys = torch.tensor(allowed_keys(i, T, window, is_global))   # (n,)
-            scores = k[b, :, keys] @ q[b, :, i, :, None] / Dh ** 0.5     # (H, n, 1)
-            p = torch.softmax(scores[..., 0], dim=-1)                   # (H, n)
-            out[b, :, i] = (p[:, None, :] @ v[b, :, keys])[:, 0]        # (H, Dh)
+            keys = torch.tensor(allowed_keys(i, T, window, is_global))   # (|A(i)|,) the allowed keys
+            scores = k[batch, :, keys] @ q[batch, :, i, :, None] / Dh ** 0.5  # (H, |A(i)|, 1)
+            p = torch.softmax(scores[..., 0], dim=-1)                   # (H, |A(i)|)
+            out[batch, :, i] = (p[:, None, :] @ v[batch, :, keys])[:, 0]  # (H, Dh)
     return out
 '''
-    _hints = ("Start from `out = torch.zeros_like(q)` and fill `out[b, :, i]` for every (b, i).",
-              "With `keys = torch.tensor(allowed_keys(...))`, `k[b, :, keys]` is (H, n, Dh): the scores "
-              "of query i are that times `q[b, :, i]`, divided by sqrt(Dh).",
-              "`p = torch.softmax(scores, dim=-1)` is (H, n); `(p[:, None, :] @ v[b, :, keys])[:, 0]` "
+    _hints = ("Start from `out = torch.zeros_like(q)` and fill `out[batch, :, i]` for every (batch, i).",
+              "With `keys = torch.tensor(allowed_keys(...))`, `k[batch, :, keys]` is (H, |A(i)|, Dh): the "
+              "scores of query i are that times `q[batch, :, i]`, divided by sqrt(Dh).",
+              "`p = torch.softmax(scores, dim=-1)` is (H, |A(i)|); `(p[:, None, :] @ v[batch, :, keys])[:, 0]` "
               "is the (H, Dh) output row.")
     _congrats = "Slow, but every rule is visible. The next notebooks make it fast without changing the answer."
     _reference = looped_attention_reference

@@ -50,7 +50,7 @@ def gather_globals_reference(x: Tensor, global_mask: Tensor) -> Tuple[Tensor, Te
 
 
 def unfold_hybrid_attention_reference(q, k, v, window, global_mask):
-    """SPEC.md's attention, non-causal, no padding: (B, H, T, Dh)."""
+    """The attention of docs/spec.md, non-causal, no padding: (B, H, T, Dh)."""
     return unfold_attention(q, k, v, window, global_mask)
 
 

@@ -39,7 +39,7 @@ def block_band_mask_reference(block_size: int, window: int, causal: bool) -> Ten
 
 
 def blocked_hybrid_attention_reference(q, k, v, window, global_mask, block_size):
-    """SPEC.md's attention (non-causal, no padding) with the blocked backend: (B, H, T, Dh)."""
+    """The attention of docs/spec.md (non-causal, no padding) with the blocked backend: (B, H, T, Dh)."""
     return blocked_hybrid_attention(q, k, v, window, global_mask, block_size=block_size)
 
 

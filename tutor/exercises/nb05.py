@@ -96,7 +96,7 @@ over `2 * window * dilation + 1` positions. `dilation = 1` is the ordinary slidi
 class BigBirdMask(FunctionProblem):
     id, title, _name = "05.q2", "The BigBird mask", "bigbird_mask"
     _prompt = """BigBird allows a pair `(i, j)` when **any** of three rules does: the sliding window
-`|i - j| <= window`; a global token (`global_mask[b, i]` or `global_mask[b, j]`); or the random
+`|i - j| <= window`; a global token (`global_mask[batch, i]` or `global_mask[batch, j]`); or the random
 blocks: query `i` lies in block `i // block_size`, and that block reads the key blocks listed in row
 `i // block_size` of `random_blocks`, a `(n_blocks, n_rand)` long tensor (the same for every
 sequence). Write `bigbird_mask(T, window, global_mask, block_size, random_blocks)` returning the

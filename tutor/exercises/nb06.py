@@ -156,7 +156,7 @@ def cls_influence(T, window, global_mask, n_layers):
     return reached
 '''
     _hints = ("Keep a `(B, T)` bool vector of reached positions, True only at 0 to begin with.",
-              "One layer: key `j` becomes reached when some reached query `i` has `allowed[b, i, j]`. "
+              "One layer: key `j` becomes reached when some reached query `i` has `allowed[batch, i, j]`. "
               "With broadcasting: `(reached[:, :, None] & allowed).any(dim=1)`.",
               "Repeat it `n_layers` times. A global key is read by every query, and a global query "
               "reads every key: with one global token, two layers reach everything.")

@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 
+from ..attention.blocked_globals import row_lse
 from ..attention.dense import dense_attention
 from ..attention.softmax import masked_softmax
 from ..masks import hybrid_mask
@@ -180,8 +181,7 @@ def block_backward_reference(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: 
                              allowed: Tensor, scale: float) -> tuple:
     """(dq, dk, dv) contributions of one block's (query, span key) pairs, from the saved out and lse."""
     s = scale * q @ k.transpose(-1, -2)                                   # (B, H, M, N)
-    lse_ok = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    p = torch.where(allowed[:, None], torch.exp(s - lse_ok[..., None]), torch.zeros_like(s))
+    p = torch.where(allowed[:, None], torch.exp(s - lse[..., None]), torch.zeros_like(s))  # lse = +inf: 0
     D = (do * out).sum(-1, keepdim=True)                                  # (B, H, M, 1)
     ds = p * (do @ v.transpose(-1, -2) - D)                               # (B, H, M, N)
     return scale * ds @ k, scale * ds.transpose(-1, -2) @ q, p.transpose(-1, -2) @ do
@@ -204,7 +204,7 @@ def _block(B: int, H: int, M: int, N: int, n_extra: int, Dh: int, seed: int, dea
             ok[0, 1, :N] = False                                            # reads only the far keys
         scale = Dh ** -0.5
         s = (scale * q @ k_all.transpose(-1, -2)).masked_fill(~ok[:, None], float("-inf"))
-        lse = torch.logsumexp(s, -1)                                        # (B, H, M); -inf: no key
+        lse = row_lse(s)                                                    # (B, H, M); +inf: no key
         out = masked_softmax(s, ok[:, None]) @ v_all                        # (B, H, M, Dh)
         return {"q": q, "k": k_all[:, :, :N], "v": v_all[:, :, :N], "out": out, "lse": lse, "do": do,
                 "allowed": ok[:, :, :N]}
@@ -214,11 +214,12 @@ def _block(B: int, H: int, M: int, N: int, n_extra: int, Dh: int, seed: int, dea
 class BlockBackward(FunctionProblem):
     id, title, _name = "07.q3", "Recompute one block's gradients", "block_backward"
     _prompt = """A lean forward pass kept only `out` (B, H, M, Dh) and `lse` (B, H, M), the log-sum-exp of each query's
-scores over **all** its allowed keys (`-inf` for a row with no key). Now the backward pass visits one
-block: `q` (B, H, M, Dh) queries against `k, v` (B, H, N, Dh), the keys of the block's span, with
-`allowed` (B, M, N) bool. A row may also read keys outside this span (global keys), whose pairs
-another step handles. Write `block_backward(q, k, v, out, lse, do, allowed, scale)` returning this
-block's contributions `(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, dv` (B, H, N, Dh)."""
+scores over **all** its allowed keys (`+inf` for a row with no key, so that `exp(s - lse)` is exactly 0
+there). Now the backward pass visits one block: `q` (B, H, M, Dh) queries against `k, v` (B, H, N, Dh),
+the keys of the block's span, with `allowed` (B, M, N) bool. A row may also read keys outside this
+span (global keys), whose pairs another step handles. Write
+`block_backward(q, k, v, out, lse, do, allowed, scale)` returning this block's contributions
+`(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, dv` (B, H, N, Dh)."""
     _stub = '''def block_backward(q, k, v, out, lse, do, allowed, scale):
     """(dq, dk, dv) of this block's pairs, recomputing P from the saved lse."""
     raise NotImplementedError  # replace with your code
@@ -226,8 +227,7 @@ block's contributions `(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, 
     _solution = '''def block_backward(q, k, v, out, lse, do, allowed, scale):
     """(dq, dk, dv) of this block's pairs, recomputing P from the saved lse."""
     s = scale * q @ k.transpose(-1, -2)                                  # (B, H, M, N)
-    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # rows with no key
-    p = torch.where(allowed[:, None], torch.exp(s - lse[..., None]), torch.zeros_like(s))
+    p = torch.where(allowed[:, None], torch.exp(s - lse[..., None]), torch.zeros_like(s))  # lse = +inf: 0
     D = (do * out).sum(-1, keepdim=True)                                 # (B, H, M, 1) = rowsum(P * dP)
     ds = p * (do @ v.transpose(-1, -2) - D)                              # (B, H, M, N)
     return scale * ds @ k, scale * ds.transpose(-1, -2) @ q, p.transpose(-1, -2) @ do
@@ -236,7 +236,8 @@ block's contributions `(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, 
               "already normalizes over the whole row. Do not take a new softmax over the span.",
               "`D` must be the row's full `rowsum(P ∘ dP)`, over every key the row reads; the span alone "
               "misses the global keys. `rowsum(dO ∘ O)` is the same number and needs only what was saved.",
-              "Guard rows with `lse = -inf`: `exp(s - (-inf))` is `inf`, and `inf * 0` is NaN. Then "
+              "A row with no key saved `lse = +inf`, so `exp(s - lse)` is already 0 there: no guard. Still keep "
+              "`P` to the `allowed` pairs (the span's other scores are finite). Then "
               "`dV = Pᵀ dO`, `dS = P ∘ (dO Vᵀ − D)`, `dQ = scale · dS K`, `dK = scale · dSᵀ Q`.")
     _congrats = ("That is the whole recompute trick: the only per-row state the backward needs is lse and D, "
                  "so the blocked backward holds one block's P at a time.")
@@ -248,7 +249,7 @@ block's contributions `(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, 
                          {"scale": 0.5, "build": _block(1, 2, 4, 8, 0, 4, seed=0)}),
               _BuiltCase("rows also read 2 global keys outside the span",
                          {"scale": 0.5, "build": _block(1, 2, 4, 8, 2, 4, seed=1)}),
-              _BuiltCase("a padded query (lse = -inf)",
+              _BuiltCase("a padded query (lse = +inf)",
                          {"scale": 0.5, "build": _block(2, 1, 4, 8, 1, 4, seed=2, dead=True)}),
               _BuiltCase("a query that reads only keys outside the span",
                          {"scale": 0.5, "build": _block(1, 2, 4, 8, 3, 4, seed=3, only_extra=True)}),
@@ -259,11 +260,11 @@ block's contributions `(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, 
 # --------------------------------------------------------------------------- q4: the global keys
 def global_key_grads_reference(q: Tensor, k: Tensor, v: Tensor, do: Tensor, out: Tensor, lse: Tensor,
                                window: int, global_positions: List[int], scale: float) -> tuple:
-    """(dk, dv) rows (B, H, G, Dh) of the global keys under SPEC.md's rule, by autograd of dense."""
+    """(dk, dv) rows (B, H, G, Dh) of the global keys under the rule of docs/spec.md, by autograd of dense."""
     B, H, T, _ = q.shape
     gm = torch.zeros(B, T, dtype=torch.bool)
     gm[:, list(global_positions)] = True
-    kpm = ~torch.isfinite(lse[:, 0])                                     # (B, T) rows that read nothing
+    kpm = lse[:, 0] == float("inf")                                      # (B, T) rows that read nothing
     q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
     with torch.enable_grad():
         o = dense_attention(q, k, v, window, gm, kpm, scale=scale)
@@ -286,15 +287,15 @@ def _hybrid(B: int, H: int, T: int, Dh: int, window: int, positions, seed: int, 
         ok = hybrid_mask(T, window, gm, kpm)[:, None]                       # (B, 1, T, T)
         s = (sc * q @ k.transpose(-1, -2)).masked_fill(~ok, float("-inf"))
         out = dense_attention(q, k, v, window, gm, kpm, scale=sc)          # (B, H, T, Dh)
-        return {"q": q, "k": k, "v": v, "do": do, "out": out, "lse": torch.logsumexp(s, -1)}
+        return {"q": q, "k": k, "v": v, "do": do, "out": out, "lse": row_lse(s)}
     return build
 
 
 class GlobalKeyGrads(FunctionProblem):
     id, title, _name = "07.q4", "The gradients of the global keys", "global_key_grads"
-    _prompt = """Hybrid attention (SPEC.md): a local window of radius `window`, and the global tokens at
+    _prompt = """Hybrid attention ([the rule](../docs/spec.md)): a local window of radius `window`, and the global tokens at
 `global_positions` (the same for every sequence) read every key and are read by every query; each
-(query, key) pair counts once. The forward saved `out` and `lse` (B, H, T) (`-inf` on padded rows,
+(query, key) pair counts once. The forward saved `out` and `lse` (B, H, T) (`+inf` on padded rows,
 which read nothing). Write `global_key_grads(q, k, v, do, out, lse, window, global_positions, scale)`
 returning `(dk_g, dv_g)`, each `(B, H, G, Dh)`: the **full** gradients of the G global keys, in the
 order of `global_positions`. The blocked backward gets them in two pieces (the queries whose window
@@ -306,10 +307,8 @@ holds the key, then the global column of all the others); here you may sum over 
     _solution = '''def global_key_grads(q, k, v, do, out, lse, window, global_positions, scale):
     """(dk_g, dv_g) (B, H, G, Dh): full gradients of the global keys."""
     kg, vg = k[:, :, global_positions], v[:, :, global_positions]     # (B, H, G, Dh)
-    live = torch.isfinite(lse)[..., None]                               # (B, H, T, 1) rows that read
-    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
     s = scale * q @ kg.transpose(-1, -2)                                # (B, H, T, G)
-    p = torch.where(live, torch.exp(s - lse[..., None]), torch.zeros_like(s))  # every live query, once
+    p = torch.exp(s - lse[..., None])                                   # every query once; lse = +inf: 0
     D = (do * out).sum(-1, keepdim=True)                                # (B, H, T, 1)
     ds = p * (do @ vg.transpose(-1, -2) - D)                            # (B, H, T, G)
     return scale * ds.transpose(-1, -2) @ q, p.transpose(-1, -2) @ do   # (B, H, G, Dh) each
@@ -319,7 +318,7 @@ holds the key, then the global column of all the others); here you may sum over 
               "Split into window + global column only if you keep the column to the queries *outside* the "
               "window: a query inside it is one pair, not two. Forgetting the column loses most of the "
               "gradient.",
-              "`P[:, :, :, g] = exp(scale · q · k_g − lse)` on live rows, `dS = P ∘ (dO v_gᵀ − D)` with "
+              "`P[:, :, :, g] = exp(scale · q · k_g − lse)` (0 on padded rows, whose lse is +inf), `dS = P ∘ (dO v_gᵀ − D)` with "
               "`D = rowsum(dO ∘ O)`, then `dk_g = scale · dSᵀ Q` and `dv_g = Pᵀ dO`.")
     _congrats = ("Every query adds to the G global keys: in the Triton backward those few rows of dk, dv are "
                  "the one place where programs must add into the same memory.")

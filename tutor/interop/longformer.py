@@ -1,7 +1,7 @@
 """Our attention inside a Hugging Face Longformer: swap every ``LongformerSelfAttention`` for ours.
 
 :class:`LongformerSelfAttentionSwap` stands where transformers' ``LongformerSelfAttention`` stood
-and takes the same call (``hidden_states`` (B, T, D) and the masks ``LongformerModel`` prepares:
+and takes the same call (``hidden_states`` (B, T, dim) and the masks ``LongformerModel`` prepares:
 ``is_index_masked`` = padding, ``is_index_global_attn`` = global tokens); inside it is a
 :class:`~tutor.attention.HybridSparseAttention` built by ``from_longformer`` with the weights.
 :func:`swap_longformer_attention` does it for a whole model (``LongformerModel`` or any model
@@ -59,7 +59,7 @@ class LongformerSelfAttentionSwap(nn.Module):
         if is_global_attn is False:
             is_index_global_attn = None
         y = self.attn(hidden_states, global_mask=is_index_global_attn, key_padding_mask=is_index_masked)
-        return (y,)                                                        # (B, T, D), as Longformer returns
+        return (y,)                                                        # (B, T, dim), as Longformer returns
 
 
 def swap_longformer_attention(model: nn.Module, *, impl: str = "hybrid", backend: str = "auto") -> nn.Module:

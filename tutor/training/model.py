@@ -10,7 +10,7 @@ from ..attention import HybridSparseAttention
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer block: x + attn(LN(x)), then x + MLP(LN(x)). x (B, T, D) -> (B, T, D)."""
+    """Pre-norm Transformer block: x + attn(LN(x)), then x + MLP(LN(x)). x (B, T, dim) -> (B, T, dim)."""
 
     def __init__(self, dim: int, num_heads: int, window: int, impl: str, mlp_ratio: int = 2):
         super().__init__()
@@ -19,11 +19,11 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
 
     def forward(self, x: Tensor, global_mask: Optional[Tensor] = None, return_weights: bool = False):
-        """x (B, T, D) -> (B, T, D) [, attention weights (B, H, T, T)]."""
+        """x (B, T, dim) -> (B, T, dim) [, attention weights (B, H, T, T)]."""
         out = self.attn(self.norm1(x), global_mask, return_weights=return_weights)
         a, weights = out if return_weights else (out, None)
-        x = x + a                                                                  # (B, T, D)
-        x = x + self.mlp(self.norm2(x))                                            # (B, T, D)
+        x = x + a                                                                  # (B, T, dim)
+        x = x + self.mlp(self.norm2(x))                                            # (B, T, dim)
         return (x, weights) if return_weights else x
 
 
@@ -66,10 +66,10 @@ class TinyEncoder(nn.Module):
         if global_mask is None:
             global_mask = self.default_global_mask(tokens)
         pos = torch.arange(tokens.shape[1], device=tokens.device)                  # (T,)
-        x = self.tok_emb(tokens) + self.pos_emb(pos)                               # (B, T, D)
+        x = self.tok_emb(tokens) + self.pos_emb(pos)                               # (B, T, dim)
         maps = []
         for block in self.blocks:
-            x = block(x, global_mask, return_weights)                              # (B, T, D)
+            x = block(x, global_mask, return_weights)                              # (B, T, dim)
             if return_weights:
                 x, weights = x
                 maps.append(weights)                                               # (B, H, T, T)
