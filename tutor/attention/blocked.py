@@ -4,8 +4,8 @@ The algorithm, for queries cut into blocks of ``b`` (:mod:`.blocked_steps` has e
 :mod:`.blocked_globals` the global tokens, :mod:`.lean_backward` the backward pass):
 
 1. **Plan.** Block ``n`` (queries ``n*b .. n*b+b-1``) only needs keys ``n*b - w .. n*b+b-1+w``,
-   the key blocks ``n - r .. n + r`` with ``r = ceil(w / b)`` (``n - r .. n`` when causal): a
-   *span* of ``S = ns * b`` keys, ``ns = 2r + 1`` blocks. With the default ``b ~ w``, ``ns = 3``.
+   the key blocks ``n - n_side .. n + n_side`` with ``n_side = ceil(w / b)`` (``n - n_side .. n``
+   when causal): a *span* of ``S = ns * b`` keys, ``ns = 2 n_side + 1`` blocks. With the default ``b ~ w``, ``ns = 3``.
 2. **Chunks.** Query blocks go in chunks that hold at most ``CHUNK_ELEMENTS`` scores, whatever T
    is. A chunk copies the slice of K and V it needs *once*, block-major (n_blocks, B*H, b, Dh),
    padding only at the two ends of the sequence; the j-th key block of every query block is then

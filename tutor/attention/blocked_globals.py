@@ -85,7 +85,7 @@ def weights_chunk(plan: BlockedPlan, p: Tensor, n0: int, n1: int) -> Tensor:
     t = min(T - t0, n * b)
     p = p.view(n, B, H, b, S + G).permute(1, 2, 0, 3, 4).reshape(B, H, n * b, S + G)[:, :, :t]  # (B, H, t, S+G)
     rows = torch.arange(t0, t0 + t, device=p.device)                       # query positions
-    cols = (rows // b * b - plan.r * b)[:, None] + torch.arange(S, device=p.device)[None, :]  # (t, S)
+    cols = (rows // b * b - plan.n_side * b)[:, None] + torch.arange(S, device=p.device)[None, :]  # (t, S)
     w = torch.zeros(B, H, t, T, dtype=p.dtype, device=p.device)
     # out-of-range slots are masked (probability exactly 0), so clamping them adds nothing
     w = w.scatter_add(3, cols.clamp(0, T - 1).expand(B, H, t, S), p[..., :S])  # (B, H, t, T)

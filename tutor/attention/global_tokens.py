@@ -62,7 +62,7 @@ def scatter_rows(x: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor:
 
 
 def write_global_rows(out: Tensor, idx: Tensor, valid: Tensor, rows: Tensor, *, inplace: bool) -> Tensor:
-    """Write the global rows back to their places: row ``g`` of ``rows`` goes to row ``idx[b, g]``.
+    """Write the global rows back to their places: row ``g`` of ``rows`` goes to row ``idx[batch, g]``.
 
     out: (B, H, T, C); idx, valid: (B, G); rows: (B, H, G, C). Only valid slots are written.
     ``inplace=True`` writes into ``out`` and returns it: no copy, for a buffer the backend owns
