@@ -45,14 +45,12 @@ from ..costs import CHUNK_ELEMENTS, CUDA_CHUNK_ELEMENTS, default_block_size, key
 from ..masks import MaskMod, check_dilation, check_pattern
 from ._checks import check_inputs, empty_result, needs_grad
 from .blocked_globals import all_weights, global_columns, global_rows, row_lse, weights_chunk
-from .blocked_steps import (BlockedPlan, chunk_output, chunk_probs, chunk_scores, edge_slice, has_out_dtype,
+from .blocked_steps import (BlockedPlan, chunk_output, chunk_probs, chunk_scores, has_out_dtype,
                             key_blocks, make_plan, query_blocks)
 from .global_tokens import write_global_rows
 from .lean_backward import BACKWARDS, LeanBlockedAttention, lean_why_not
 
 __all__ = ["blocked_hybrid_attention", "run_chunks", "CHUNK_ELEMENTS", "CUDA_CHUNK_ELEMENTS", "BACKWARDS"]
-
-_edge_slice = edge_slice                                                   # the old private name (tests)
 
 
 def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
