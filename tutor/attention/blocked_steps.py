@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..costs import default_block_size, key_span
 from .global_tokens import global_slots
+from .softmax import accum_dtype
 
 NEG_INF = float("-inf")
 
@@ -63,6 +64,11 @@ class BlockedPlan:
     def BH(self) -> int:
         return self.B * self.H
 
+    @property
+    def key_padding_mask(self) -> Optional[Tensor]:
+        """(B, T) bool padding, or None when nothing is padded."""
+        return self.pad if self.has_pad else None
+
     def chunks(self) -> Iterator[Tuple[int, int]]:
         """Query blocks ``n0 .. n1-1`` of each chunk, in order."""
         for n0 in range(0, self.n_blocks, self.chunk):
@@ -90,7 +96,7 @@ def make_plan(q: Tensor, window: int, global_mask: Optional[Tensor], key_padding
     d = torch.arange(b, device=dev)[:, None] + n_side * b - torch.arange(S, device=dev)[None, :]  # (b, S): i - j
     band_out = ~local_rule(d, window, causal, dilation)                    # (b, S)
     cut = tuple(bool(band_out[:, j * b:(j + 1) * b].any()) for j in range(ns))
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    acc = accum_dtype(q.dtype)
     chunk = max(1, chunk_elements // max(1, B * H * b * (S + idx.shape[1])))
     return BlockedPlan(B, H, T, Dh, window, dilation, causal, scale, b, n_side, S, ns, math.ceil(T / b), chunk,
                        idx, valid, pad, has_pad, band_out, cut, acc, mm)
