@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._checks import check_inputs, empty_result, needs_grad
+from .fused_limits import fused_why_not
 from .global_rows import global_rows
 from .global_tokens import gather_tokens, global_slots, scatter_rows
 from .softmax import LOG2E, accum_dtype
@@ -123,12 +124,9 @@ def triton_why_not(q: Tensor, needs_grad: bool, return_weights: bool, dropout: b
     ``needs_grad`` no longer excludes it (the backward is :mod:`.triton_backward`)."""
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed (pip install triton)"
-    if return_weights:
-        return "the Triton kernel never materializes the (T, T) weights; use return_weights=False"
-    if dropout:
-        return "the Triton kernel has no attention dropout"
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"the Triton kernel supports float32, float16 and bfloat16, not {q.dtype}"
+    reason = fused_why_not("the Triton kernel", q, return_weights, dropout)
+    if reason is not None:
+        return reason
     if q.shape[-1] > 256:
         return f"the Triton kernel supports Dh <= 256, got Dh={q.shape[-1]}"
     if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
