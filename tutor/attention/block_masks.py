@@ -105,7 +105,8 @@ def block_mask_from_tiles(mask_mod: MaskMod, B: int, T_all: int, tiles: Tensor):
         qi = (pq[:, None] * BLOCK + offs)[:, :, None]                      # (p, BLOCK, 1)
         ki = (pk[:, None] * BLOCK + offs)[:, None, :]                      # (p, 1, BLOCK)
         inside = (qi < T_all) & (ki < T_all)                               # (p, BLOCK, BLOCK)
-        m = mask_mod(batch, head, qi.clamp(max=T_all - 1)[None], ki.clamp(max=T_all - 1)[None]) & inside  # (B, p, BLOCK, BLOCK)
+        qc, kc = qi.clamp(max=T_all - 1)[None], ki.clamp(max=T_all - 1)[None]
+        m = mask_mod(batch, head, qc, kc) & inside                         # (B, p, BLOCK, BLOCK)
         any_ = m.flatten(2).any(-1)                                        # (B, p)
         all_ = m.flatten(2).all(-1)                                        # (B, p)
         partial[:, pq, pk] = any_ & ~all_
