@@ -4,7 +4,8 @@ interpreter (in a child process, so that TRITON_INTERPRET=1 is set before triton
 The interpreter is slow, so the cases are few and small, each chosen for a rule: several tiles of
 16 (T not a multiple), global keys inside and outside windows, per-sequence global counts, a padded
 global, padding, a fully padded sequence, causal, w >= T, T = 1, every token global, float16, and
-the saved log-sum-exp itself. The tiles are 16 x 16, so windows cross tile borders.
+the saved log-sum-exp itself (+inf on a row with no key), and the global rows against
+:mod:`tutor.attention.global_rows`. The tiles are 16 x 16, so windows cross tile borders.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ SCRIPT = textwrap.dedent("""
     assert os.environ.get("TRITON_INTERPRET") == "1"
     import torch
     from tutor.attention import dense_attention, hybrid_attention
+    from tutor.attention.global_rows import global_rows
+    from tutor.attention.global_tokens import gather_tokens, global_slots
     from tutor.attention.triton_kernel import triton_hybrid_attention, triton_hybrid_forward
     from tutor.masks import hybrid_mask
 
@@ -70,7 +73,7 @@ SCRIPT = textwrap.dedent("""
         results[name] = {"dtypes": sorted({str(x.dtype) for x in got}), "errs": errs, "finite": finite,
                          "zero_pad": zero_pad}
 
-    # the saved log-sum-exp: the dense masked scores' logsumexp, -inf on padded rows
+    # the saved log-sum-exp: the dense masked scores' logsumexp, +inf on padded rows (no allowed key)
     q, k, v, do, gm, kpm = inputs(2, 2, 40, 16, [(3, 20), (0, 39)], [0, 8], torch.float32, seed=9)
     out, lse = triton_hybrid_forward(q, k, v, 5, gm, kpm, block_m=16, block_n=16)
     allowed = hybrid_mask(40, 5, gm, kpm)[:, None]                          # (B, 1, T, T)
@@ -78,8 +81,15 @@ SCRIPT = textwrap.dedent("""
     ref = torch.logsumexp(s, dim=-1)
     live = torch.isfinite(ref)
     results["lse"] = {"err": (lse[live] - ref[live]).abs().max().item(),
-                      "dead_match": bool(torch.equal(torch.isinf(lse), ~live)),
+                      "dead_match": bool(torch.equal(lse == float("inf"), ~live)),
                       "requires_grad": lse.requires_grad, "dtype": str(lse.dtype)}
+
+    # the global rows against the one global-rows module (the reference the kernel path must match)
+    idx, valid = global_slots(gm, kpm, 2, 40, "cpu")                       # (B, G), (B, G)
+    rows = global_rows(gather_tokens(q, idx), k, v, idx, valid, kpm, False, 0.25, torch.float32)
+    ok = valid[:, None, :].expand(-1, 2, -1)                               # (B, H, G)
+    results["global rows"] = {"out": (gather_tokens(out, idx) - rows.out)[ok].abs().max().item(),
+                              "lse": (gather_tokens(lse[..., None], idx)[..., 0] - rows.lse)[ok].abs().max().item()}
 
     # through the dispatcher, with B = 0, and a scale that is not 1/sqrt(Dh)
     q, k, v, do, gm, kpm = inputs(1, 2, 24, 16, [(5,)], [0], torch.float32, seed=11)
@@ -128,8 +138,13 @@ def test_float16_gradients_close_to_float32(results):
 
 def test_saved_log_sum_exp(results):
     r = results["lse"]
-    assert r["err"] < 1e-5 and r["dead_match"], r                          # -inf exactly on padded rows
+    assert r["err"] < 1e-5 and r["dead_match"], r                          # +inf exactly on padded rows
     assert r["dtype"] == "torch.float32" and not r["requires_grad"]
+
+
+def test_global_rows_equal_the_global_rows_module(results):
+    r = results["global rows"]
+    assert r["out"] < 1e-6 and r["lse"] < 1e-6, r
 
 
 def test_dispatcher_scale_empty_batch_and_flags(results):

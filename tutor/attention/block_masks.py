@@ -1,6 +1,6 @@
 """FlexAttention ``BlockMask``s for the hybrid rule: the ``global_first`` layout, built in O(T), cached.
 
-FlexAttention cuts the (S x S) problem into 128 x 128 tiles and skips every tile its ``BlockMask``
+FlexAttention cuts the (T_all x T_all) problem into 128 x 128 tiles and skips every tile its ``BlockMask``
 marks empty; a *partial* tile evaluates the ``mask_mod`` per element, a *full* tile needs no mask.
 The rule has one source, :func:`tutor.masks.hybrid_mask_mod`.
 
@@ -17,7 +17,8 @@ full tile grid, O(T^2) once per cached plan (fine at the course's sizes).
 
 Only the tiles that *can* be non-empty (the band, the global row and column) are evaluated with
 the ``mask_mod``; a test checks the result against ``create_block_mask``, which evaluates all
-S x S pairs. Plans are cached per (shape, window, causal, dilation, pattern identity, device,
+T_all x T_all pairs. ``T_all`` is the length of the flex problem: ``Gp + T`` in the ``global_first``
+layout (the Gp global slots prepended to the T tokens), ``T`` in place. Plans are cached per (shape, window, causal, dilation, pattern identity, device,
 mask contents).
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ def global_first_mask_mod(window: int, global_mask: Optional[Tensor], key_paddin
                           dilation: int = 1, pattern: Optional[MaskMod] = None) -> MaskMod:
     """The hybrid rule on the ``[Gp global slots | T tokens]`` layout.
 
-    Slot ``s < Gp`` stands for token ``idx[b, s]`` (if ``valid``); slot ``Gp + t`` for token ``t``,
+    Slot ``s < Gp`` stands for token ``idx[batch, s]`` (if ``valid``); slot ``Gp + t`` for token ``t``,
     masked when ``t`` is global (it already sits in front). ``hybrid_mask_mod`` decides the rest.
     """
     rule = hybrid_mask_mod(window, global_mask, key_padding_mask, causal=causal, dilation=dilation, pattern=pattern)
@@ -56,16 +57,16 @@ def global_first_mask_mod(window: int, global_mask: Optional[Tensor], key_paddin
     valid_p = torch.zeros(idx.shape[0], Gp, dtype=torch.bool, device=idx.device)
     valid_p[:, :G] = valid
 
-    def token(b, slot):
+    def token(batch, slot):
         front = slot < Gp
-        pos = torch.where(front, idx_p[b, slot.clamp(max=Gp - 1)], (slot - Gp).clamp(min=0))
-        ok = torch.where(front, valid_p[b, slot.clamp(max=Gp - 1)], ~global_mask[b, pos])
+        pos = torch.where(front, idx_p[batch, slot.clamp(max=Gp - 1)], (slot - Gp).clamp(min=0))
+        ok = torch.where(front, valid_p[batch, slot.clamp(max=Gp - 1)], ~global_mask[batch, pos])
         return pos, ok
 
-    def global_first(b, h, q_idx, kv_idx):
-        q_pos, q_ok = token(b, q_idx)
-        k_pos, k_ok = token(b, kv_idx)
-        return q_ok & k_ok & rule(b, h, q_pos, k_pos)
+    def global_first(batch, head, q_idx, kv_idx):
+        q_pos, q_ok = token(batch, q_idx)
+        k_pos, k_ok = token(batch, kv_idx)
+        return q_ok & k_ok & rule(batch, head, q_pos, k_pos)
     global_first.__name__ = f"global_first({rule.__name__})"
     return global_first
 
@@ -83,8 +84,8 @@ def candidate_tiles(n_blocks: int, window: int, causal: bool, dense_rows: Tensor
     return band | dense_rows[:, None] | dense_cols[None, :]
 
 
-def block_mask_from_tiles(mask_mod: MaskMod, B: int, S: int, tiles: Tensor):
-    """A ``BlockMask`` for an (S x S) problem, evaluating ``mask_mod`` only on candidate ``tiles``.
+def block_mask_from_tiles(mask_mod: MaskMod, B: int, T_all: int, tiles: Tensor):
+    """A ``BlockMask`` for a (T_all x T_all) problem, evaluating ``mask_mod`` only on candidate ``tiles``.
 
     ``tiles``: (nb, nb) bool, True where a tile may be non-empty (everything else must be empty).
     Each candidate tile becomes empty, partial or full by what ``mask_mod`` says inside it.
@@ -95,16 +96,17 @@ def block_mask_from_tiles(mask_mod: MaskMod, B: int, S: int, tiles: Tensor):
     pairs = tiles.nonzero()                                                # (P, 2) tile coordinates
     partial = torch.zeros(B, nb, nb, dtype=torch.bool, device=dev)
     full = torch.zeros(B, nb, nb, dtype=torch.bool, device=dev)
-    r = torch.arange(BLOCK, device=dev)
-    b_idx = torch.arange(B, device=dev)[:, None, None, None]               # (B, 1, 1, 1)
-    h_idx = torch.zeros((), dtype=torch.long, device=dev)
+    offs = torch.arange(BLOCK, device=dev)                                 # positions inside a tile
+    batch = torch.arange(B, device=dev)[:, None, None, None]               # (B, 1, 1, 1)
+    head = torch.zeros((), dtype=torch.long, device=dev)
     step = max(1, _PAIRS_PER_STEP // (B * BLOCK * BLOCK))
     for p0 in range(0, pairs.shape[0], step):
         pq, pk = pairs[p0:p0 + step, 0], pairs[p0:p0 + step, 1]           # (p,)
-        qi = (pq[:, None] * BLOCK + r)[:, :, None]                         # (p, BLOCK, 1)
-        ki = (pk[:, None] * BLOCK + r)[:, None, :]                         # (p, 1, BLOCK)
-        inside = (qi < S) & (ki < S)                                       # (p, BLOCK, BLOCK)
-        m = mask_mod(b_idx, h_idx, qi.clamp(max=S - 1)[None], ki.clamp(max=S - 1)[None]) & inside  # (B, p, BLOCK, BLOCK)
+        qi = (pq[:, None] * BLOCK + offs)[:, :, None]                      # (p, BLOCK, 1)
+        ki = (pk[:, None] * BLOCK + offs)[:, None, :]                      # (p, 1, BLOCK)
+        inside = (qi < T_all) & (ki < T_all)                               # (p, BLOCK, BLOCK)
+        qc, kc = qi.clamp(max=T_all - 1)[None], ki.clamp(max=T_all - 1)[None]
+        m = mask_mod(batch, head, qc, kc) & inside                         # (B, p, BLOCK, BLOCK)
         any_ = m.flatten(2).any(-1)                                        # (B, p)
         all_ = m.flatten(2).all(-1)                                        # (B, p)
         partial[:, pq, pk] = any_ & ~all_
@@ -118,7 +120,7 @@ def block_mask_from_tiles(mask_mod: MaskMod, B: int, S: int, tiles: Tensor):
     kv_num, kv_idx = ordered(partial)
     full_num, full_idx = ordered(full)
     return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=BLOCK,
-                                    mask_mod=mask_mod, seq_lengths=(S, S))
+                                    mask_mod=mask_mod, seq_lengths=(T_all, T_all))
 
 
 def _digest(mask: Optional[Tensor]) -> str:
@@ -155,23 +157,23 @@ def flex_plan(B: int, T: int, window: int, global_mask: Optional[Tensor], key_pa
     G = idx.shape[1]
     if layout == "global_first":
         Gp = math.ceil(G / BLOCK) * BLOCK
-        S = Gp + T
+        T_all = Gp + T                                                     # the Gp global slots, then the T tokens
         mod = global_first_mask_mod(window, global_mask, key_padding_mask, idx, valid, Gp, causal=causal,
                                     dilation=dilation, pattern=pattern)
-        nb = math.ceil(S / BLOCK)
+        nb = math.ceil(T_all / BLOCK)
         lines = torch.arange(nb, device=device) < Gp // BLOCK              # the front tiles
         tiles = candidate_tiles(nb, window * dilation, causal, lines, lines)
     else:
-        Gp, S = 0, T
+        Gp, T_all = 0, T
         mod = hybrid_mask_mod(window, global_mask, key_padding_mask, causal=causal, dilation=dilation,
                               pattern=pattern)
-        nb = math.ceil(S / BLOCK)
+        nb = math.ceil(T_all / BLOCK)
         has = torch.zeros(nb, dtype=torch.bool, device=device)
         has[idx[valid] // BLOCK] = True                                    # tiles holding a global token
         tiles = candidate_tiles(nb, window * dilation, causal, has, has)
     if pattern is not None:                                                # not band-limited: every tile
         tiles = torch.ones_like(tiles)
-    plan = (block_mask_from_tiles(mod, B, S, tiles), idx, valid, Gp)
+    plan = (block_mask_from_tiles(mod, B, T_all, tiles), idx, valid, Gp)
     _CACHE[key] = plan
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)

@@ -4,8 +4,8 @@ The algorithm, for queries cut into blocks of ``b`` (:mod:`.blocked_steps` has e
 :mod:`.blocked_globals` the global tokens, :mod:`.lean_backward` the backward pass):
 
 1. **Plan.** Block ``n`` (queries ``n*b .. n*b+b-1``) only needs keys ``n*b - w .. n*b+b-1+w``,
-   the key blocks ``n - r .. n + r`` with ``r = ceil(w / b)`` (``n - r .. n`` when causal): a
-   *span* of ``S = ns * b`` keys, ``ns = 2r + 1`` blocks. With the default ``b ~ w``, ``ns = 3``.
+   the key blocks ``n - n_side .. n + n_side`` with ``n_side = ceil(w / b)`` (``n - n_side .. n``
+   when causal): a *span* of ``S = ns * b`` keys, ``ns = 2 n_side + 1`` blocks. With the default ``b ~ w``, ``ns = 3``.
 2. **Chunks.** Query blocks go in chunks that hold at most ``CHUNK_ELEMENTS`` scores, whatever T
    is. A chunk copies the slice of K and V it needs *once*, block-major (n_blocks, B*H, b, Dh),
    padding only at the two ends of the sequence; the j-th key block of every query block is then
@@ -44,15 +44,14 @@ from torch import Tensor
 from ..costs import CHUNK_ELEMENTS, CUDA_CHUNK_ELEMENTS, default_block_size, key_span  # noqa: F401 (the model's formulas)
 from ..masks import MaskMod, check_dilation, check_pattern
 from ._checks import check_inputs, empty_result, needs_grad
-from .blocked_globals import all_weights, global_columns, global_rows, row_lse, weights_chunk
-from .blocked_steps import (BlockedPlan, chunk_output, chunk_probs, chunk_scores, edge_slice, has_out_dtype,
+from .blocked_globals import all_weights, global_columns, plan_global_rows, weights_chunk
+from .blocked_steps import (BlockedPlan, chunk_output, chunk_probs, chunk_scores, has_out_dtype,
                             key_blocks, make_plan, query_blocks)
 from .global_tokens import write_global_rows
 from .lean_backward import BACKWARDS, LeanBlockedAttention, lean_why_not
+from .softmax import accum_dtype, row_lse
 
 __all__ = ["blocked_hybrid_attention", "run_chunks", "CHUNK_ELEMENTS", "CUDA_CHUNK_ELEMENTS", "BACKWARDS"]
-
-_edge_slice = edge_slice                                                   # the old private name (tests)
 
 
 def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
@@ -89,7 +88,7 @@ def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     grad = needs_grad(q, k, v)
     lean = grad and backward == "lean" and lean_why_not(dropout_p, return_weights) is None
     # half-precision inference on CUDA: matmuls in the input dtype, float32 scores and outputs
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    acc = accum_dtype(q.dtype)
     mm = q.dtype if (q.is_cuda and q.dtype != acc and not grad and has_out_dtype(q.device, q.dtype)) else acc
     plan = make_plan(q, window, global_mask, key_padding_mask, causal=causal, scale=scale, dilation=dilation,
                      block_size=block_size, mm=mm,
@@ -133,7 +132,7 @@ def run_chunks(plan: BlockedPlan, q: Tensor, k: Tensor, v: Tensor, *, dropout_p:
     out = (out if inplace else torch.cat(outs, dim=1))[:, :T].view(B, H, T, Dh)  # (B, H, T, Dh)
     p_rows = lse_rows = None
     if plan.G:
-        rows, p_rows, lse_rows = global_rows(plan, q, k, v, dropout_p, with_lse)  # (B, H, G, Dh), ...
+        rows, p_rows, lse_rows = plan_global_rows(plan, q, k, v, dropout_p)  # (B, H, G, Dh), (B, H, G, T), (B, H, G)
         out = write_global_rows(out, plan.idx, plan.valid, rows, inplace=inplace)
     weights = all_weights(plan, weight_rows, p_rows) if return_weights else None
     if with_lse:

@@ -3,7 +3,7 @@
 :mod:`.blocked` runs these in its chunk loop (the algorithm is in its docstring) and
 :mod:`.lean_backward` runs them again to recompute a chunk's probabilities in the backward pass.
 Shapes: a chunk holds ``n`` query blocks of ``b`` queries; ``M = n * B * H`` (block-major);
-every query block scores a span of ``S = ns * b`` keys (``ns`` key blocks, the first ``r``
+every query block scores a span of ``S = ns * b`` keys (``ns`` key blocks, the first ``n_side``
 blocks to its left) and the ``G`` global keys.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..costs import default_block_size, key_span
 from .global_tokens import global_slots
+from .softmax import accum_dtype
 
 NEG_INF = float("-inf")
 
@@ -41,7 +42,7 @@ class BlockedPlan:
     causal: bool
     scale: float
     b: int
-    r: int
+    n_side: int
     S: int
     ns: int
     n_blocks: int
@@ -63,6 +64,11 @@ class BlockedPlan:
     def BH(self) -> int:
         return self.B * self.H
 
+    @property
+    def key_padding_mask(self) -> Optional[Tensor]:
+        """(B, T) bool padding, or None when nothing is padded."""
+        return self.pad if self.has_pad else None
+
     def chunks(self) -> Iterator[Tuple[int, int]]:
         """Query blocks ``n0 .. n1-1`` of each chunk, in order."""
         for n0 in range(0, self.n_blocks, self.chunk):
@@ -70,7 +76,7 @@ class BlockedPlan:
 
     def key_range(self, n0: int, n1: int) -> Tuple[int, int]:
         """Keys ``lo .. hi-1`` the chunk of query blocks ``n0 .. n1-1`` scores (may pass both ends)."""
-        lo = (n0 - self.r) * self.b
+        lo = (n0 - self.n_side) * self.b
         return lo, lo + (n1 - n0 + self.ns - 1) * self.b
 
 
@@ -82,17 +88,17 @@ def make_plan(q: Tensor, window: int, global_mask: Optional[Tensor], key_padding
     dev = q.device
     reach = window * dilation                                              # farthest local key
     b = block_size or default_block_size(reach, T)
-    r, S = key_span(reach, b, causal)                                      # key blocks per side, span
+    n_side, S = key_span(reach, b, causal)                                 # key blocks per side, span
     ns = S // b
     idx, valid = global_slots(global_mask, key_padding_mask, B, T, dev)   # (B, G), (B, G)
     has_pad = key_padding_mask is not None and bool(key_padding_mask.any())
     pad = key_padding_mask if has_pad else torch.zeros(B, T, dtype=torch.bool, device=dev)
-    d = torch.arange(b, device=dev)[:, None] + r * b - torch.arange(S, device=dev)[None, :]  # (b, S): i - j
+    d = torch.arange(b, device=dev)[:, None] + n_side * b - torch.arange(S, device=dev)[None, :]  # (b, S): i - j
     band_out = ~local_rule(d, window, causal, dilation)                    # (b, S)
     cut = tuple(bool(band_out[:, j * b:(j + 1) * b].any()) for j in range(ns))
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    acc = accum_dtype(q.dtype)
     chunk = max(1, chunk_elements // max(1, B * H * b * (S + idx.shape[1])))
-    return BlockedPlan(B, H, T, Dh, window, dilation, causal, scale, b, r, S, ns, math.ceil(T / b), chunk,
+    return BlockedPlan(B, H, T, Dh, window, dilation, causal, scale, b, n_side, S, ns, math.ceil(T / b), chunk,
                        idx, valid, pad, has_pad, band_out, cut, acc, mm)
 
 

@@ -1,4 +1,4 @@
-"""FlexAttention backend: the SPEC.md rule as a ``mask_mod``, a sparse ``BlockMask``, one fused kernel.
+"""FlexAttention backend: the docs/spec.md rule as a ``mask_mod``, a sparse ``BlockMask``, one fused kernel.
 
 ``torch.nn.attention.flex_attention`` runs attention tile by tile (128 x 128) and skips every tile
 its ``BlockMask`` marks empty. The block mask and the ``global_first`` layout (the G global tokens
@@ -25,6 +25,7 @@ from torch import Tensor
 from ..masks import MaskMod
 from ._checks import check_inputs, empty_result, needs_grad
 from .block_masks import flex_plan
+from .fused_limits import fused_why_not
 from .global_tokens import gather_tokens, write_global_rows
 
 RECOMPILE_LIMIT = 64          #: compiled variants (shape x dtype x rule) allowed before dynamo gives up
@@ -36,12 +37,9 @@ def flex_why_not(q: Tensor, needs_grad: bool, return_weights: bool, dropout: boo
         from torch.nn.attention import flex_attention  # noqa: F401
     except ImportError:
         return f"torch {torch.__version__} has no torch.nn.attention.flex_attention (needs torch >= 2.5)"
-    if return_weights:
-        return "FlexAttention never materializes the (T, T) weights; use return_weights=False"
-    if dropout:
-        return "FlexAttention has no attention dropout"
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"FlexAttention supports float32, float16 and bfloat16, not {q.dtype}"
+    reason = fused_why_not("FlexAttention", q, return_weights, dropout)
+    if reason is not None:
+        return reason
     if q.device.type == "cpu":
         if needs_grad:
             return (f"compiled FlexAttention on CPU is inference-only in torch {torch.__version__} "
@@ -72,7 +70,7 @@ def flex_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                           causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
                           layout: str = "global_first", dilation: int = 1,
                           pattern: Optional[MaskMod] = None) -> Tensor:
-    """SPEC.md attention with compiled FlexAttention. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh).
+    """docs/spec.md attention with compiled FlexAttention. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh).
 
     ``dilation`` / ``pattern`` widen the local term as in :func:`tutor.masks.hybrid_mask`;
     ``layout`` as in :func:`tutor.attention.block_masks.flex_plan`.

@@ -11,10 +11,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .softmax import masked_softmax
+from .global_rows import global_query_probs
 
 __all__ = ["effective_globals", "global_index", "global_slots", "gather_tokens", "scatter_rows",
-           "write_global_rows", "global_row_probs", "global_query_probs"]
+           "write_global_rows", "global_row_probs"]
 
 
 def effective_globals(global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Optional[Tensor]:
@@ -62,7 +62,7 @@ def scatter_rows(x: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor:
 
 
 def write_global_rows(out: Tensor, idx: Tensor, valid: Tensor, rows: Tensor, *, inplace: bool) -> Tensor:
-    """Write the global rows back to their places: row ``g`` of ``rows`` goes to row ``idx[b, g]``.
+    """Write the global rows back to their places: row ``g`` of ``rows`` goes to row ``idx[batch, g]``.
 
     out: (B, H, T, C); idx, valid: (B, G); rows: (B, H, G, C). Only valid slots are written.
     ``inplace=True`` writes into ``out`` and returns it: no copy, for a buffer the backend owns
@@ -82,24 +82,10 @@ def global_row_probs(q: Tensor, k: Tensor, idx: Tensor, valid: Tensor,
     """Softmax rows of the global queries: each reads every unpadded (and, if causal, earlier) key.
 
     q, k: (B, H, T, Dh); idx, valid: (B, G). Returns probabilities (B, H, G, T) in ``acc``, zero
-    rows for the invalid (padded) slots. Memory is G x T: linear in T for a fixed G.
+    rows for the invalid (padded) slots. Memory is G x T: linear in T for a fixed G. The global
+    rows themselves (output, lse, gradients) are :mod:`.global_rows`.
     """
     return global_query_probs(gather_tokens(q, idx), k, idx, valid, key_padding_mask, causal, scale, acc)
-
-
-def global_query_probs(qg: Tensor, k: Tensor, idx: Tensor, valid: Tensor,
-                       key_padding_mask: Optional[Tensor], causal: bool, scale: float,
-                       acc: torch.dtype = torch.float32) -> Tensor:
-    """:func:`global_row_probs` from the global queries themselves, qg (B, H, G, Dh), e.g. made by
-    Longformer's separate global projection; k: (B, H, T, Dh). Returns (B, H, G, T) in ``acc``."""
-    T = k.shape[2]
-    s = (qg.to(acc) @ k.to(acc).transpose(-1, -2)) * scale                 # (B, H, G, T)
-    ok = valid[:, :, None].expand(-1, -1, T)                               # (B, G, T)
-    if key_padding_mask is not None:
-        ok = ok & ~key_padding_mask[:, None, :]
-    if causal:
-        ok = ok & (torch.arange(T, device=k.device)[None, None, :] <= idx[:, :, None])
-    return masked_softmax(s, ok[:, None])                                  # (B, H, G, T)
 
 
 def global_slots(global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],

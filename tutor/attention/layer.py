@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_window
-from .global_tokens import global_query_probs, global_slots, scatter_rows
+from .global_rows import global_rows
+from .global_tokens import global_slots, scatter_rows
 from .hybrid import BACKENDS
 from .softmax import accum_dtype
 from .sparse import IMPLS, sparse_attention
@@ -141,7 +141,11 @@ class HybridSparseAttention(nn.Module):
 
     def _global_rows(self, x: Tensor, out: Tensor, weights: Optional[Tensor], global_mask: Tensor,
                      key_padding_mask: Optional[Tensor]):
-        """Replace the global rows of ``out`` (B, H, T, Dh) by attention through the global projections."""
+        """Replace the global rows of ``out`` (B, H, T, Dh) by attention through the global projections.
+
+        The backend computed these G rows too, from ``q_proj``/``k_proj``/``v_proj``, and they are
+        overwritten here: no backend can skip its global rows, and their G x T pass is small next to the band.
+        """
         B, T, _ = x.shape
         idx, valid = global_slots(global_mask, key_padding_mask, B, T, x.device)   # (B, G), (B, G)
         G = idx.shape[1]
@@ -150,12 +154,10 @@ class HybridSparseAttention(nn.Module):
         xg = x.gather(1, idx[..., None].expand(B, G, self.dim))               # (B, G, dim) global tokens
         qg = self._heads(self.q_global(xg))                                    # (B, H, G, Dh)
         kg, vg = self._heads(self.k_global(x)), self._heads(self.v_global(x))  # (B, H, T, Dh) each
-        p = global_query_probs(qg, kg, idx, valid, key_padding_mask, self.causal, self.head_dim ** -0.5,
-                               accum_dtype(x.dtype))                           # (B, H, G, T)
-        if self.training and self.dropout > 0:
-            p = F.dropout(p, self.dropout)
-        rows = p.to(vg.dtype) @ vg                                             # (B, H, G, Dh)
-        out = scatter_rows(out, idx, valid, rows)                              # (B, H, T, Dh)
+        dropout_p = self.dropout if self.training else 0.0
+        rows = global_rows(qg, kg, vg, idx, valid, key_padding_mask, self.causal, self.head_dim ** -0.5,
+                           accum_dtype(x.dtype), dropout_p)                    # (B, H, G, Dh), (B, H, G, T), ...
+        out = scatter_rows(out, idx, valid, rows.out)                          # (B, H, T, Dh)
         if weights is not None:
-            weights = scatter_rows(weights, idx, valid, p)                     # (B, H, T, T)
+            weights = scatter_rows(weights, idx, valid, rows.probs)            # (B, H, T, T)
         return out, weights

@@ -31,9 +31,11 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .blocked_globals import global_columns, global_row_scores, padded_to_zero
+from .blocked_globals import global_columns
 from .blocked_steps import BlockedPlan, blocks, chunk_scores, edge_slice, key_blocks, query_blocks
+from .global_rows import global_rows_backward
 from .global_tokens import gather_tokens
+from .softmax import probs_from_lse
 
 __all__ = ["BACKWARDS", "LeanBlockedAttention", "lean_why_not", "blocked_backward"]
 
@@ -94,7 +96,7 @@ def blocked_backward(plan: BlockedPlan, q: Tensor, k: Tensor, v: Tensor, out: Te
         chunk_backward(plan, q, k, v, out, d_out, lse_pad, is_global, k_g, v_g, n0, n1, dq, dk, dv, dk_g, dv_g)
     dq, dk, dv = (x.view(B, H, T, Dh) for x in (dq, dk, dv))
     if G:
-        global_rows_backward(plan, q, k, v, out, d_out, lse_rows, dq, dk, dv)
+        add_global_rows_grads(plan, q, k, v, out, d_out, lse_rows, dq, dk, dv)
         at = plan.idx[:, None, :, None].expand(B, H, G, Dh)                # invalid slots add exact zeros
         dk.scatter_add_(2, at, dk_g.view(B, H, G, Dh))                     # the global columns' keys
         dv.scatter_add_(2, at, dv_g.view(B, H, G, Dh))
@@ -117,8 +119,8 @@ def chunk_backward(plan: BlockedPlan, q, k, v, out, d_out, lse_pad, is_global, k
     qb = query_blocks(plan, q, n0, n1)                                     # (M, b, Dh), times scale
     kb, vb = key_blocks(plan, k, n0, n1), key_blocks(plan, v, n0, n1)      # (n+ns-1, B*H, b, Dh)
     s, _ = chunk_scores(plan, qb, kb, k_g, n0, n1)                         # (M, b, S+G), -inf masked
-    lse_c = lse_pad[:, t0:n1 * b].view(BH, n, b).transpose(0, 1).reshape(M, b, 1)
-    p = s.sub_(lse_c).exp_()                                               # (M, b, S+G): P recomputed
+    lse_c = lse_pad[:, t0:n1 * b].view(BH, n, b).transpose(0, 1).reshape(M, b)
+    p = probs_from_lse(s, lse_c, inplace=True)                             # (M, b, S+G): P recomputed
     do = blocks(d_out, t0, n1 * b, b, acc)                                 # (n, B*H, b, Dh)
     if G:                                                                  # global rows: written over
         g_rows = edge_slice(is_global, t0, n1 * b, False).view(B, n, b).transpose(0, 1)  # (n, B, b)
@@ -151,16 +153,13 @@ def chunk_backward(plan: BlockedPlan, q, k, v, out, d_out, lse_pad, is_global, k
     dv[:, a:z] += dvb.transpose(0, 1).reshape(BH, hi - lo, Dh)[:, a - lo:z - lo]
 
 
-def global_rows_backward(plan: BlockedPlan, q, k, v, out, d_out, lse_rows, dq: Tensor, dk: Tensor, dv: Tensor) -> None:
-    """The G x T pass of the global rows: adds to dq at their rows and to dk, dv of every key."""
-    B, H, T, Dh, G, BH, acc = plan.B, plan.H, plan.T, plan.Dh, plan.G, plan.BH, plan.acc
-    s, qg = global_row_scores(plan, q, k)                                  # (B, H, G, T), (B, H, G, Dh)
-    p = s.sub_(lse_rows[..., None]).exp_()                                 # (B, H, G, T)
-    invalid = ~plan.valid[:, None, :, None]                                # (B, 1, G, 1)
-    do = gather_tokens(d_out, plan.idx).to(acc).masked_fill(invalid, 0)    # (B, H, G, Dh)
-    D = (do * gather_tokens(out, plan.idx).to(acc)).sum(-1, keepdim=True)  # (B, H, G, 1)
-    ds = (do @ padded_to_zero(plan, v).transpose(-1, -2)).sub_(D).mul_(p)  # (B, H, G, T)
-    dq_rows = (ds @ padded_to_zero(plan, k)).mul_(plan.scale)              # (B, H, G, Dh)
-    dq.scatter_add_(2, plan.idx[:, None, :, None].expand(B, H, G, Dh), dq_rows)
-    dk.view(BH, T, Dh).baddbmm_(ds.view(BH, G, T).transpose(1, 2), qg.reshape(BH, G, Dh), alpha=plan.scale)
-    dv.view(BH, T, Dh).baddbmm_(p.view(BH, G, T).transpose(1, 2), do.reshape(BH, G, Dh))
+def add_global_rows_grads(plan: BlockedPlan, q, k, v, out, d_out, lse_rows, dq: Tensor, dk: Tensor, dv: Tensor) -> None:
+    """The G x T pass of the global rows (:func:`.global_rows.global_rows_backward`): adds to dq at
+    their rows and to dk, dv of every key."""
+    B, H, Dh, G, idx = plan.B, plan.H, plan.Dh, plan.G, plan.idx
+    dqg, dk_rows, dv_rows = global_rows_backward(
+        gather_tokens(q, idx), k, v, idx, plan.valid, plan.key_padding_mask, plan.causal, plan.scale, plan.acc,
+        lse_rows, gather_tokens(out, idx), gather_tokens(d_out, idx))     # (B, H, G, Dh), (B, H, T, Dh) x 2
+    dq.scatter_add_(2, idx[:, None, :, None].expand(B, H, G, Dh), dqg)    # invalid slots add exact zeros
+    dk += dk_rows
+    dv += dv_rows

@@ -49,18 +49,18 @@ def looped_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     acc = accum_dtype(q.dtype)
     out = torch.zeros(B, H, T, v.shape[-1], dtype=acc, device=q.device)
     weights = torch.zeros(B, H, T, T, dtype=acc, device=q.device) if return_weights else None
-    for b in range(B):
-        is_global = [False] * T if global_mask is None else global_mask[b].tolist()
-        is_pad = [False] * T if key_padding_mask is None else key_padding_mask[b].tolist()
+    for batch in range(B):
+        is_global = [False] * T if global_mask is None else global_mask[batch].tolist()
+        is_pad = [False] * T if key_padding_mask is None else key_padding_mask[batch].tolist()
         for i in range(T):
             keys = allowed_keys(i, T, window, is_global, is_pad, causal)
             if not keys:
                 continue                                       # no allowed key: the row stays 0
             idx = torch.tensor(keys, device=q.device)          # (n,)
-            s = (k[b, :, idx].to(acc) @ q[b, :, i].to(acc)[:, :, None])[..., 0] * scale  # (H, n)
+            s = (k[batch, :, idx].to(acc) @ q[batch, :, i].to(acc)[:, :, None])[..., 0] * scale  # (H, n)
             p = masked_softmax(s, torch.ones_like(s, dtype=torch.bool))                 # (H, n)
-            out[b, :, i] = (p[:, None, :] @ v[b, :, idx].to(acc))[:, 0]          # (H, Dh)
+            out[batch, :, i] = (p[:, None, :] @ v[batch, :, idx].to(acc))[:, 0]          # (H, Dh)
             if weights is not None:
-                weights[b, :, i, idx] = p
+                weights[batch, :, i, idx] = p
     out = out.to(q.dtype)
     return (out, weights) if return_weights else out

@@ -20,9 +20,9 @@ def _selected(num: Tensor, idx: Tensor) -> Tensor:
     return grid[:, :nk]                                                    # (nq, nk)
 
 
-def tile_states(block_mask, b: int = 0) -> Tensor:
-    """Tile grid of batch element ``b``: (n_q_tiles, n_kv_tiles) int8, 0 empty, 1 partial, 2 full."""
-    states = _selected(block_mask.kv_num_blocks[b, 0], block_mask.kv_indices[b, 0])
+def tile_states(block_mask, batch: int = 0) -> Tensor:
+    """Tile grid of batch element ``batch``: (n_q_tiles, n_kv_tiles) int8, 0 empty, 1 partial, 2 full."""
+    states = _selected(block_mask.kv_num_blocks[batch, 0], block_mask.kv_indices[batch, 0])
     if block_mask.full_kv_num_blocks is not None:
-        states = states + 2 * _selected(block_mask.full_kv_num_blocks[b, 0], block_mask.full_kv_indices[b, 0])
+        states = states + 2 * _selected(block_mask.full_kv_num_blocks[batch, 0], block_mask.full_kv_indices[batch, 0])
     return states.cpu()

@@ -25,13 +25,16 @@ Who writes what (the choice the issue asks to justify):
   buffer of partial sums. The price is float summation order, so those G rows of ``dk, dv`` are
   not bit-reproducible on a GPU.
 * **The global rows, PyTorch.** The G global queries read every key: one dense (G x T) pass, as
-  in the forward, recomputing their probabilities from their saved ``lse``. The kernels see
+  in the forward, recomputing their probabilities from their saved ``lse``
+  (:func:`.global_rows.global_rows_backward`, shared with the blocked backend). The kernels see
   ``dO = 0`` on those rows (their kernel output was overwritten in the forward), so the band
   adds nothing for them.
 
 A global key inside a query's window is scored by the band and masked in the global pass, in
 the backward exactly as in the forward, so each pair counts once. Padded queries have
-``lse = -inf`` and no allowed key: their ``P`` is 0 and so are their gradients.
+``lse = +inf`` and no allowed key: their ``P = exp2(s - lse)`` is exactly 0 and so are their
+gradients. The kernels read ``lse`` in log2 units (``lse * LOG2E``, as they score); the steps
+they share with the forward are in :mod:`.triton_steps`.
 """
 from __future__ import annotations
 
@@ -41,7 +44,11 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .global_rows import global_rows_backward
 from .global_tokens import gather_tokens, scatter_rows
+from .softmax import LOG2E
+from .triton_steps import (band_key_range, in_window, live_rows, load_global_slots, load_row_stats, load_rows,
+                           outside_window, store_rows)
 
 try:
     import triton
@@ -50,27 +57,21 @@ except ImportError:  # readable without triton; triton_kernel.triton_why_not exp
     triton = None
     tl = SimpleNamespace(constexpr=None)
 
-LOG2E = 1.4426950408889634                                                 # exp(x) = exp2(x * LOG2E)
 
-
-def hybrid_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, PAD,
+def hybrid_dkdv_kernel(Q, K, V, DO, LSE2, DELTA, DK, DV, PAD,
                        stride_b, stride_h, stride_t, H, T, Dh, window, qk_scale,
                        CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Program (key tile, b*H + h): dk, dv of BLOCK_N keys from the band of queries that see them."""
+    """Program (key tile, batch*H + head): dk, dv of BLOCK_N keys from the band of queries that see them."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    base = b * stride_b + (pid_bh % H) * stride_h                          # this (batch, head)
+    batch = pid_bh // H
+    base = batch * stride_b + (pid_bh % H) * stride_h                      # this (batch, head)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)                       # key positions
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d[None, :] < Dh
-    kv_mask = (offs_n[:, None] < T) & d_ok
-    k = tl.load(K + base + offs_n[:, None] * stride_t + offs_d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
-    v = tl.load(V + base + offs_n[:, None] * stride_t + offs_d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
-    key_ok = offs_n < T
-    if HAS_PAD:
-        key_ok = key_ok & (tl.load(PAD + b * T + offs_n, mask=offs_n < T, other=1) == 0)
+    k_live = live_rows(PAD, batch, offs_n, T, HAS_PAD)                     # keys that exist, unpadded
+    k = load_rows(K, base, offs_n, offs_d, stride_t, Dh, k_live)           # (BLOCK_N, BLOCK_D)
+    v = load_rows(V, base, offs_n, offs_d, stride_t, Dh, k_live)           # (BLOCK_N, BLOCK_D)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
 
@@ -83,79 +84,50 @@ def hybrid_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, PAD,
     hi = tl.minimum(pid_n * BLOCK_N + BLOCK_N + window, T)
     for start in range(lo, hi, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
-        q_mask = (offs_m[:, None] < T) & d_ok
-        q = tl.load(Q + base + offs_m[:, None] * stride_t + offs_d[None, :], mask=q_mask, other=0.0)    # (BLOCK_M, BLOCK_D)
-        do = tl.load(DO + base + offs_m[:, None] * stride_t + offs_d[None, :], mask=q_mask, other=0.0)  # (BLOCK_M, BLOCK_D)
-        lse = tl.load(LSE + pid_bh * T + offs_m, mask=offs_m < T, other=0.0) * 1.4426950408889634      # log2 units
-        lse = tl.where(lse == float("-inf"), 0.0, lse)                     # empty rows: P is masked anyway
-        delta = tl.load(DELTA + pid_bh * T + offs_m, mask=offs_m < T, other=0.0)                    # (BLOCK_M,)
-        q_live = offs_m < T
-        if HAS_PAD:
-            q_live = q_live & (tl.load(PAD + b * T + offs_m, mask=offs_m < T, other=1) == 0)
+        q_live = live_rows(PAD, batch, offs_m, T, HAS_PAD)                 # padded queries: 0, no gradient
+        q = load_rows(Q, base, offs_m, offs_d, stride_t, Dh, q_live)       # (BLOCK_M, BLOCK_D)
+        do = load_rows(DO, base, offs_m, offs_d, stride_t, Dh, q_live)     # (BLOCK_M, BLOCK_D)
+        lse2, delta = load_row_stats(LSE2, DELTA, pid_bh, offs_m, T)       # (BLOCK_M,) x 2; lse2 +inf: P = 0
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale   # (BLOCK_M, BLOCK_N), log2 units
-        gap = offs_m[:, None] - offs_n[None, :]                            # i - j
-        ok = q_live[:, None] & key_ok[None, :] & (gap <= window)
-        if CAUSAL:
-            ok = ok & (gap >= 0)
-        else:
-            ok = ok & (gap >= -window)
-        p = tl.where(ok, tl.exp2(s - lse[:, None]), 0.0)                   # (BLOCK_M, BLOCK_N) recomputed P
+        ok = q_live[:, None] & k_live[None, :] & in_window(offs_m, offs_n, window, CAUSAL)
+        p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)                  # (BLOCK_M, BLOCK_N) recomputed P
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)       # P^T dO
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)            # (BLOCK_M, BLOCK_N) dO V^T
         ds = p * (dp - delta[:, None])                                     # dS = P * (dP - D)
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)        # dS^T Q (scale later)
-    out = offs_n[:, None] * stride_t + offs_d[None, :]
-    tl.store(DK + base + out, dk, mask=kv_mask)          # float32, q's layout
-    tl.store(DV + base + out, dv, mask=kv_mask)
+    store_rows(DK, base, offs_n, offs_d, stride_t, Dh, offs_n < T, dk)    # float32, q's layout
+    store_rows(DV, base, offs_n, offs_d, stride_t, Dh, offs_n < T, dv)
 
 
-def hybrid_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, DKG, DVG, PAD, GIDX, GVALID,
+def hybrid_dq_kernel(Q, K, V, DO, LSE2, DELTA, DQ, DKG, DVG, PAD, GIDX, GVALID,
                      stride_b, stride_h, stride_t, H, T, Dh, G, window, qk_scale,
                      CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, PRECISION: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                      BLOCK_G: tl.constexpr):
-    """Program (query tile, b*H + h): dq of BLOCK_M queries (band and global keys); adds the
+    """Program (query tile, batch*H + head): dq of BLOCK_M queries (band and global keys); adds the
     global keys' dk, dv contributions of these queries into DKG, DVG (B*H, G, Dh) atomically."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    base = b * stride_b + (pid_bh % H) * stride_h
+    batch = pid_bh // H
+    base = batch * stride_b + (pid_bh % H) * stride_h                      # this (batch, head)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                       # query positions
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d[None, :] < Dh
-    q_mask = (offs_m[:, None] < T) & d_ok
-    q = tl.load(Q + base + offs_m[:, None] * stride_t + offs_d[None, :], mask=q_mask, other=0.0)        # (BLOCK_M, BLOCK_D)
-    do = tl.load(DO + base + offs_m[:, None] * stride_t + offs_d[None, :], mask=q_mask, other=0.0)      # (BLOCK_M, BLOCK_D)
-    lse = tl.load(LSE + pid_bh * T + offs_m, mask=offs_m < T, other=0.0) * 1.4426950408889634          # log2 units
-    lse = tl.where(lse == float("-inf"), 0.0, lse)
-    delta = tl.load(DELTA + pid_bh * T + offs_m, mask=offs_m < T, other=0.0)                        # (BLOCK_M,)
-    q_live = offs_m < T
-    if HAS_PAD:
-        q_live = q_live & (tl.load(PAD + b * T + offs_m, mask=offs_m < T, other=1) == 0)
+    q_live = live_rows(PAD, batch, offs_m, T, HAS_PAD)                     # padded queries: 0, no gradient
+    q = load_rows(Q, base, offs_m, offs_d, stride_t, Dh, q_live)           # (BLOCK_M, BLOCK_D)
+    do = load_rows(DO, base, offs_m, offs_d, stride_t, Dh, q_live)         # (BLOCK_M, BLOCK_D)
+    lse2, delta = load_row_stats(LSE2, DELTA, pid_bh, offs_m, T)           # (BLOCK_M,) x 2; lse2 +inf: P = 0
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
     # 1) the band, the same key tiles as the forward
-    lo = tl.maximum(pid_m * BLOCK_M - window, 0)
-    lo = (lo // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        hi = tl.minimum(pid_m * BLOCK_M + BLOCK_M, T)
-    else:
-        hi = tl.minimum(pid_m * BLOCK_M + BLOCK_M + window, T)
+    lo, hi = band_key_range(pid_m, window, T, CAUSAL, BLOCK_M, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
-        kv_mask = (offs_n[:, None] < T) & d_ok
-        k = tl.load(K + base + offs_n[:, None] * stride_t + offs_d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(V + base + offs_n[:, None] * stride_t + offs_d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
+        k_live = live_rows(PAD, batch, offs_n, T, HAS_PAD)
+        k = load_rows(K, base, offs_n, offs_d, stride_t, Dh, k_live)       # (BLOCK_N, BLOCK_D)
+        v = load_rows(V, base, offs_n, offs_d, stride_t, Dh, k_live)       # (BLOCK_N, BLOCK_D)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale   # (BLOCK_M, BLOCK_N)
-        gap = offs_m[:, None] - offs_n[None, :]
-        ok = q_live[:, None] & (offs_n[None, :] < T) & (gap <= window)
-        if CAUSAL:
-            ok = ok & (gap >= 0)
-        else:
-            ok = ok & (gap >= -window)
-        if HAS_PAD:
-            ok = ok & (tl.load(PAD + b * T + offs_n, mask=offs_n < T, other=1) == 0)[None, :]
-        p = tl.where(ok, tl.exp2(s - lse[:, None]), 0.0)
+        ok = q_live[:, None] & k_live[None, :] & in_window(offs_m, offs_n, window, CAUSAL)
+        p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)            # (BLOCK_M, BLOCK_N)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)         # dS K (scale later)
@@ -163,73 +135,27 @@ def hybrid_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, DKG, DVG, PAD, GIDX, GVALID,
     # 2) the global keys outside the window (inside it the band counted them)
     for g0 in range(0, G, BLOCK_G):
         offs_g = g0 + tl.arange(0, BLOCK_G)
-        g_pos = tl.load(GIDX + b * G + offs_g, mask=offs_g < G, other=0)
-        g_ok = tl.load(GVALID + b * G + offs_g, mask=offs_g < G, other=0) != 0
-        g_mask = g_ok[:, None] & d_ok
-        kg = tl.load(K + base + g_pos[:, None] * stride_t + offs_d[None, :], mask=g_mask, other=0.0)   # (BLOCK_G, BLOCK_D)
-        vg = tl.load(V + base + g_pos[:, None] * stride_t + offs_d[None, :], mask=g_mask, other=0.0)   # (BLOCK_G, BLOCK_D)
+        g_pos, g_ok = load_global_slots(GIDX, GVALID, batch, offs_g, G)    # (BLOCK_G,) positions, real slots
+        kg = load_rows(K, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
+        vg = load_rows(V, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
         s = tl.dot(q, tl.trans(kg), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_G)
-        gap = offs_m[:, None] - g_pos[None, :]
-        ok = g_ok[None, :] & q_live[:, None] & (gap > window)
-        if not CAUSAL:
-            ok = ok | (g_ok[None, :] & q_live[:, None] & (gap < -window))
-        p = tl.where(ok, tl.exp2(s - lse[:, None]), 0.0)                   # (BLOCK_M, BLOCK_G)
+        ok = q_live[:, None] & g_ok[None, :] & outside_window(offs_m, g_pos, window, CAUSAL)
+        p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)                  # (BLOCK_M, BLOCK_G)
         dp = tl.dot(do, tl.trans(vg), input_precision=PRECISION)           # (BLOCK_M, BLOCK_G)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kg.dtype), kg, input_precision=PRECISION)
         dkg = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)        # (BLOCK_G, BLOCK_D)
         dvg = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)       # (BLOCK_G, BLOCK_D)
         g_out = (pid_bh * G + offs_g[:, None]) * Dh + offs_d[None, :]
-        tl.atomic_add(DKG + g_out, dkg, mask=(offs_g[:, None] < G) & g_mask)
-        tl.atomic_add(DVG + g_out, dvg, mask=(offs_g[:, None] < G) & g_mask)
+        g_mask = (offs_g[:, None] < G) & g_ok[:, None] & (offs_d[None, :] < Dh)
+        tl.atomic_add(DKG + g_out, dkg, mask=g_mask)
+        tl.atomic_add(DVG + g_out, dvg, mask=g_mask)
 
-    tl.store(DQ + base + offs_m[:, None] * stride_t + offs_d[None, :], dq, mask=q_mask)
+    store_rows(DQ, base, offs_m, offs_d, stride_t, Dh, offs_m < T, dq)
 
 
 _dkdv = triton.jit(hybrid_dkdv_kernel) if triton is not None else None
 _dq = triton.jit(hybrid_dq_kernel) if triton is not None else None
-
-
-def global_row_scores(q: Tensor, k: Tensor, idx: Tensor, valid: Tensor, key_padding_mask: Optional[Tensor],
-                      causal: bool, scale: float) -> Tuple[Tensor, Tensor]:
-    """Float32 scores of the G global queries against every key, and where they are allowed.
-
-    q, k: (B, H, T, Dh); idx, valid: (B, G). Returns s (B, H, G, T) and ok (B, 1, G, T) bool.
-    """
-    T = q.shape[2]
-    qg = gather_tokens(q, idx).float()                                     # (B, H, G, Dh)
-    s = (qg @ k.float().transpose(-1, -2)) * scale                         # (B, H, G, T)
-    ok = valid[:, :, None].expand(-1, -1, T)                               # (B, G, T)
-    if key_padding_mask is not None:
-        ok = ok & ~key_padding_mask[:, None, :]
-    if causal:
-        ok = ok & (torch.arange(T, device=q.device)[None, None, :] <= idx[:, :, None])
-    return s, ok[:, None]
-
-
-def global_rows_forward(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor,
-                        key_padding_mask: Optional[Tensor], causal: bool, scale: float) -> Tuple[Tensor, Tensor]:
-    """Output rows (B, H, G, Dh) float32 and log-sum-exp (B, H, G) of the global queries."""
-    s, ok = global_row_scores(q, k, idx, valid, key_padding_mask, causal, scale)    # (B, H, G, T)
-    s = s.masked_fill(~ok, float("-inf"))
-    lse = torch.logsumexp(s, dim=-1)                                       # (B, H, G); -inf for empty slots
-    p = torch.exp(s - torch.where(torch.isfinite(lse), lse, 0.0)[..., None])         # (B, H, G, T), 0 where masked
-    return p @ v.float(), lse                                              # (B, H, G, Dh), (B, H, G)
-
-
-def _global_rows_backward(q, k, v, dout, out, lse, idx, valid, key_padding_mask, causal, scale):
-    """dq rows (B, H, G, Dh) and dk, dv (B, H, T, Dh) contributions of the global rows (float32)."""
-    s, ok = global_row_scores(q, k, idx, valid, key_padding_mask, causal, scale)    # (B, H, G, T)
-    lse_g = gather_tokens(lse[..., None], idx)[..., 0]                     # (B, H, G)
-    p = torch.where(ok, torch.exp(s - lse_g[..., None]), 0.0)              # (B, H, G, T) recomputed P
-    live = valid[:, None, :, None]                                         # (B, 1, G, 1)
-    dog = gather_tokens(dout, idx).float() * live                          # (B, H, G, Dh)
-    delta = (dog * gather_tokens(out, idx).float()).sum(-1, keepdim=True)  # (B, H, G, 1)
-    dv = p.transpose(-1, -2) @ dog                                         # (B, H, T, Dh)
-    ds = p * (dog @ v.float().transpose(-1, -2) - delta)                   # (B, H, G, T)
-    dq_rows = scale * (ds @ k.float())                                     # (B, H, G, Dh)
-    dk = scale * (ds.transpose(-1, -2) @ gather_tokens(q, idx).float())    # (B, H, T, Dh)
-    return dq_rows, dk, dv
 
 
 def _add_rows(x: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor:
@@ -249,12 +175,13 @@ def hybrid_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, d
     """
     B, H, T, Dh = q.shape
     G = idx.shape[1]
-    dout, lse = dout.contiguous(), lse.contiguous()                       # the kernels index (B*H, T) rows
+    dout = dout.contiguous()                                               # the kernels index (B*H, T) rows
     if G:                                                                  # the kernels skip global rows
         dout_band = scatter_rows(dout, idx, valid, dout.new_zeros(B, H, G, Dh)).contiguous()
     else:
         dout_band = dout
     delta = (dout_band.float() * out.float()).sum(-1).contiguous()         # (B, H, T) D = rowsum(dO * O)
+    lse2 = (lse * LOG2E).contiguous()                                      # (B, H, T) log2 units, as the kernels score
     f32 = dict(dtype=torch.float32, device=q.device)
     dq, dk, dv = (torch.empty(B, H, T, Dh, **f32) for _ in range(3))       # float32 accumulators
     dkg, dvg = (torch.zeros(B, H, max(G, 1), Dh, **f32) for _ in range(2))  # global keys, atomics
@@ -266,18 +193,19 @@ def hybrid_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, d
     strides = (q.stride(0), q.stride(1), q.stride(2))
     qk_scale = scale * LOG2E
     _dkdv[(triton.cdiv(T, block_n), B * H)](
-        q, k, v, dout_band, lse, delta, dk, dv, pad, *strides, H, T, Dh, window, qk_scale,
+        q, k, v, dout_band, lse2, delta, dk, dv, pad, *strides, H, T, Dh, window, qk_scale,
         BLOCK_M=block_m, BLOCK_N=block_n, **flags)
     _dq[(triton.cdiv(T, block_m), B * H)](
-        q, k, v, dout_band, lse, delta, dq, dkg, dvg, pad, idx.to(torch.int32).contiguous(),
+        q, k, v, dout_band, lse2, delta, dq, dkg, dvg, pad, idx.to(torch.int32).contiguous(),
         valid.to(torch.int8).contiguous(), *strides, H, T, Dh, G, window, qk_scale,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_G=16, **flags)
     dq, dk = dq * scale, dk * scale
     if G:
         dk = _add_rows(dk, idx, valid, dkg * scale)                        # the global columns
         dv = _add_rows(dv, idx, valid, dvg)
-        dq_rows, dk_rows, dv_rows = _global_rows_backward(
-            q, k, v, dout, out, lse, idx, valid, key_padding_mask, causal, scale)  # the global rows
+        dq_rows, dk_rows, dv_rows = global_rows_backward(                  # the global rows
+            gather_tokens(q, idx), k, v, idx, valid, key_padding_mask, causal, scale, torch.float32,
+            gather_tokens(lse[..., None], idx)[..., 0], gather_tokens(out, idx), gather_tokens(dout, idx))
         dq = scatter_rows(dq, idx, valid, dq_rows)                         # kernel dq there is 0
         dk, dv = dk + dk_rows, dv + dv_rows
     return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype)

@@ -10,14 +10,18 @@ runs in the input dtype (tensor cores), the output is written once in the input 
 
 A global key inside a query's window is scored by the band and masked in the global pass, so
 each pair counts once. A row with no allowed key (a padded query) keeps ``l = 0`` and outputs 0.
-The G global *rows* read every key: they are one dense pass in PyTorch (G x T), written over
-their rows afterwards. Float32 inputs use IEEE float32 dot products (no TF32), to stay within
-the tolerance of the float32 reference.
+The G global *rows* read every key: they are one dense pass in PyTorch (G x T,
+:func:`global_rows_forward`, :mod:`.global_rows`), written over their rows afterwards. Float32
+inputs use IEEE float32 dot products (no TF32), to stay within the tolerance of the float32
+reference. The steps both this kernel and the backward kernels take (the band's key tiles, the
+window rules, loading a tile) are the small jitted functions of :mod:`.triton_steps`.
 
-For training the kernel also writes each row's log-sum-exp ``lse`` (B, H, T) float32; the
-global rows get theirs from their dense pass. :class:`TritonHybridFunction` saves only
-``q, k, v``, the output and ``lse``, and its backward (:mod:`.triton_backward`) recomputes the
-probabilities tile by tile: O(T) memory for training as for inference.
+For training the kernel also writes each row's log-sum-exp ``lse`` (B, H, T) float32, in log2
+units (the kernel scores in them, to use ``exp2``; :data:`.softmax.LOG2E` converts outside the
+kernel), ``+inf`` for a row with no allowed key (docs/spec.md); the global rows get theirs from
+their dense pass. :class:`TritonHybridFunction` saves only ``q, k, v``, the output and ``lse``,
+and its backward (:mod:`.triton_backward`) recomputes the probabilities tile by tile: O(T)
+memory for training as for inference.
 
 Triton is optional: without it this module still imports (so the kernel can be read), and
 :func:`triton_why_not` says why it cannot run. On CPU it runs only under ``TRITON_INTERPRET=1``
@@ -28,7 +32,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from types import SimpleNamespace
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -36,8 +40,12 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._checks import check_inputs, empty_result, needs_grad
-from .global_tokens import global_slots, scatter_rows
-from .triton_backward import global_rows_forward, hybrid_backward
+from .fused_limits import fused_why_not
+from .global_rows import global_rows
+from .global_tokens import gather_tokens, global_slots, scatter_rows
+from .softmax import LOG2E, accum_dtype
+from .triton_backward import hybrid_backward
+from .triton_steps import band_key_range, in_window, live_rows, load_global_slots, load_rows, outside_window, store_rows
 
 try:
     import triton
@@ -47,59 +55,40 @@ except ImportError:  # the kernel below stays readable; triton_why_not explains 
     tl = SimpleNamespace(constexpr=None)
 
 
-def hybrid_fwd_kernel(Q, K, V, O, LSE, PAD, GIDX, GVALID,
+def hybrid_fwd_kernel(Q, K, V, O, LSE2, PAD, GIDX, GVALID,
                       stride_b, stride_h, stride_t, H, T, Dh, G, window, qk_scale,
                       CAUSAL: tl.constexpr, HAS_PAD: tl.constexpr, PRECISION: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                       BLOCK_G: tl.constexpr):
-    """Program (query tile, b*H + h): out rows of local + global attention, online softmax;
-    LSE (B*H, T) float32 gets each row's log-sum-exp (natural log; -inf for a row with no key)."""
+    """Program (query tile, batch*H + head): out rows of local + global attention, online softmax;
+    LSE2 (B*H, T) float32 gets each row's log-sum-exp in log2 units (+inf for a row with no key)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    base = b * stride_b + (pid_bh % H) * stride_h                          # this (batch, head)
+    batch = pid_bh // H
+    base = batch * stride_b + (pid_bh % H) * stride_h                      # this (batch, head)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                       # query positions
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d[None, :] < Dh
-    q = tl.load(Q + base + offs_m[:, None] * stride_t + offs_d[None, :],
-                mask=(offs_m[:, None] < T) & d_ok, other=0.0)              # (BLOCK_M, BLOCK_D)
-    q_dead = offs_m >= T                                                   # rows that read nothing
-    if HAS_PAD:
-        q_dead = q_dead | (tl.load(PAD + b * T + offs_m, mask=offs_m < T, other=1) != 0)
+    q_live = live_rows(PAD, batch, offs_m, T, HAS_PAD)                     # padded rows read nothing
+    q = load_rows(Q, base, offs_m, offs_d, stride_t, Dh, q_live)           # (BLOCK_M, BLOCK_D)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)                    # running max (log2 units)
     l_i = tl.zeros([BLOCK_M], tl.float32)                                  # running sum of exp
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)                         # running P @ V
 
     # 1) the band: key tiles that can fall inside some query's window
-    lo = tl.maximum(pid_m * BLOCK_M - window, 0)
-    lo = (lo // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        hi = tl.minimum(pid_m * BLOCK_M + BLOCK_M, T)
-    else:
-        hi = tl.minimum(pid_m * BLOCK_M + BLOCK_M + window, T)
+    lo, hi = band_key_range(pid_m, window, T, CAUSAL, BLOCK_M, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
-        k = tl.load(K + base + offs_n[:, None] * stride_t + offs_d[None, :],
-                    mask=(offs_n[:, None] < T) & d_ok, other=0.0)          # (BLOCK_N, BLOCK_D)
+        k_live = live_rows(PAD, batch, offs_n, T, HAS_PAD)                 # keys that exist, unpadded
+        k = load_rows(K, base, offs_n, offs_d, stride_t, Dh, k_live)       # (BLOCK_N, BLOCK_D)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale   # (BLOCK_M, BLOCK_N)
-        gap = offs_m[:, None] - offs_n[None, :]                            # i - j
-        ok = (offs_n[None, :] < T) & (gap <= window) & ~q_dead[:, None]
-        if CAUSAL:
-            ok = ok & (gap >= 0)
-        else:
-            ok = ok & (gap >= -window)
-        k_live = offs_n < T                                                # keys that exist, unpadded
-        if HAS_PAD:
-            k_live = k_live & (tl.load(PAD + b * T + offs_n, mask=offs_n < T, other=1) == 0)
-            ok = ok & k_live[None, :]
+        ok = q_live[:, None] & k_live[None, :] & in_window(offs_m, offs_n, window, CAUSAL)
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)               # all masked so far: no NaN
         p = tl.exp2(s - m_use[:, None])                                    # masked -> exactly 0
         alpha = tl.exp2(m_i - m_use)
-        v = tl.load(V + base + offs_n[:, None] * stride_t + offs_d[None, :],
-                    mask=k_live[:, None] & d_ok, other=0.0)                # (BLOCK_N, BLOCK_D); padded: 0, never 0 * NaN
+        v = load_rows(V, base, offs_n, offs_d, stride_t, Dh, k_live)       # (BLOCK_N, BLOCK_D); padded: 0, never 0 * NaN
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
@@ -107,32 +96,24 @@ def hybrid_fwd_kernel(Q, K, V, O, LSE, PAD, GIDX, GVALID,
     # 2) the global keys, gathered by position; those inside the window were counted above
     for g0 in range(0, G, BLOCK_G):
         offs_g = g0 + tl.arange(0, BLOCK_G)
-        g_pos = tl.load(GIDX + b * G + offs_g, mask=offs_g < G, other=0)
-        g_ok = tl.load(GVALID + b * G + offs_g, mask=offs_g < G, other=0) != 0
-        kg = tl.load(K + base + g_pos[:, None] * stride_t + offs_d[None, :],
-                     mask=g_ok[:, None] & d_ok, other=0.0)                 # (BLOCK_G, BLOCK_D)
+        g_pos, g_ok = load_global_slots(GIDX, GVALID, batch, offs_g, G)    # (BLOCK_G,) positions, real slots
+        kg = load_rows(K, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
         s = tl.dot(q, tl.trans(kg), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_G)
-        gap = offs_m[:, None] - g_pos[None, :]
-        ok = g_ok[None, :] & ~q_dead[:, None] & (gap > window)
-        if not CAUSAL:
-            ok = ok | (g_ok[None, :] & ~q_dead[:, None] & (gap < -window))
+        ok = q_live[:, None] & g_ok[None, :] & outside_window(offs_m, g_pos, window, CAUSAL)
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp2(s - m_use[:, None])
         alpha = tl.exp2(m_i - m_use)
-        vg = tl.load(V + base + g_pos[:, None] * stride_t + offs_d[None, :],
-                     mask=g_ok[:, None] & d_ok, other=0.0)                 # (BLOCK_G, BLOCK_D)
+        vg = load_rows(V, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(vg.dtype), vg, input_precision=PRECISION)
         m_i = m_new
 
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]                       # empty rows stay 0
-    lse = tl.where(l_i > 0, (m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0))) * 0.6931471805599453,
-                   float("-inf"))                                          # log2 -> natural log
-    tl.store(LSE + pid_bh * T + offs_m, lse, mask=offs_m < T)
-    tl.store(O + base + offs_m[:, None] * stride_t + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=(offs_m[:, None] < T) & d_ok)
+    lse2 = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("inf"))  # no key: +inf
+    tl.store(LSE2 + pid_bh * T + offs_m, lse2, mask=offs_m < T)
+    store_rows(O, base, offs_m, offs_d, stride_t, Dh, offs_m < T, out)
 
 
 _jitted = triton.jit(hybrid_fwd_kernel) if triton is not None else None
@@ -143,12 +124,9 @@ def triton_why_not(q: Tensor, needs_grad: bool, return_weights: bool, dropout: b
     ``needs_grad`` no longer excludes it (the backward is :mod:`.triton_backward`)."""
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed (pip install triton)"
-    if return_weights:
-        return "the Triton kernel never materializes the (T, T) weights; use return_weights=False"
-    if dropout:
-        return "the Triton kernel has no attention dropout"
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"the Triton kernel supports float32, float16 and bfloat16, not {q.dtype}"
+    reason = fused_why_not("the Triton kernel", q, return_weights, dropout)
+    if reason is not None:
+        return reason
     if q.shape[-1] > 256:
         return f"the Triton kernel supports Dh <= 256, got Dh={q.shape[-1]}"
     if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -166,22 +144,34 @@ def _blocks(q: Tensor, Dh: int, block_m: Optional[int], block_n: Optional[int]):
             block_n or (32 if interpreting else (64 if block_d <= 64 else 32)), block_d)
 
 
+def global_rows_forward(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor,
+                        key_padding_mask: Optional[Tensor], causal: bool, scale: float) -> Tuple[Tensor, Tensor]:
+    """Output rows (B, H, G, Dh) float32 and log-sum-exp (B, H, G) of the global queries (:mod:`.global_rows`).
+
+    q, k, v: (B, H, T, Dh); idx, valid: (B, G). An invalid slot has ``lse = +inf``.
+    """
+    rows = global_rows(gather_tokens(q, idx), k, v, idx, valid, key_padding_mask, causal, scale, accum_dtype(q.dtype))
+    return rows.out, rows.lse                                              # (B, H, G, Dh), (B, H, G)
+
+
 def _launch_forward(q, k, v, window, idx, valid, key_padding_mask, causal, scale, block_m, block_n):
-    """The kernel plus the global rows: out (B, H, T, Dh) and lse (B, H, T) float32; q, k, v contiguous."""
+    """The kernel plus the global rows: out (B, H, T, Dh) and lse (B, H, T) float32 (natural log,
+    +inf for a row with no key); q, k, v contiguous."""
     B, H, T, Dh = q.shape
     G = idx.shape[1]
     pad = (key_padding_mask if key_padding_mask is not None
            else torch.zeros(B, T, dtype=torch.bool, device=q.device)).to(torch.int8).contiguous()
     block_m, block_n, block_d = _blocks(q, Dh, block_m, block_n)
     out = torch.empty_like(q)
-    lse = torch.empty(B, H, T, dtype=torch.float32, device=q.device)
+    lse2 = torch.empty(B, H, T, dtype=torch.float32, device=q.device)     # log2 units
     grid = (triton.cdiv(T, block_m), B * H)
-    _jitted[grid](q, k, v, out, lse, pad, idx.to(torch.int32).contiguous(), valid.to(torch.int8).contiguous(),
+    _jitted[grid](q, k, v, out, lse2, pad, idx.to(torch.int32).contiguous(), valid.to(torch.int8).contiguous(),
                   q.stride(0), q.stride(1), q.stride(2), H, T, Dh, G, window,
-                  scale * 1.4426950408889634,                               # exp(x) = exp2(x * log2 e)
+                  scale * LOG2E,                                            # exp(x) = exp2(x * LOG2E)
                   CAUSAL=bool(causal), HAS_PAD=key_padding_mask is not None,
                   PRECISION="ieee" if q.dtype == torch.float32 else None,
                   BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_G=16)
+    lse = lse2.div_(LOG2E)                                                 # (B, H, T) natural log; +inf stays
     if G:                                                                  # global rows: one G x T pass
         rows, lse_rows = global_rows_forward(q, k, v, idx, valid, key_padding_mask, causal, scale)
         out = scatter_rows(out, idx, valid, rows)                          # (B, H, T, Dh)
@@ -220,7 +210,7 @@ def triton_hybrid_forward(q: Tensor, k: Tensor, v: Tensor, window: int,
                           causal: bool = False, scale: Optional[float] = None,
                           block_m: Optional[int] = None, block_n: Optional[int] = None):
     """Output (B, H, T, Dh) and per-row log-sum-exp (B, H, T) float32 of the scores over each row's
-    allowed keys (natural log; -inf for a row with no key). Differentiable in q, k, v (not in lse)."""
+    allowed keys (natural log; +inf for a row with no key). Differentiable in q, k, v (not in lse)."""
     window, global_mask, key_padding_mask, scale = check_inputs(
         q, k, v, window, global_mask, key_padding_mask, scale, causal=causal)
     reason = triton_why_not(q, needs_grad(q, k, v), False)
@@ -239,7 +229,7 @@ def triton_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                             global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                             causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
                             block_m: Optional[int] = None, block_n: Optional[int] = None) -> Tensor:
-    """SPEC.md attention with the Triton kernel. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh).
+    """docs/spec.md attention with the Triton kernel. q, k, v: (B, H, T, Dh) -> (B, H, T, Dh).
 
     Differentiable: the backward pass recomputes the probabilities from the saved per-row
     log-sum-exp (:mod:`.triton_backward`), so training keeps O(T) memory too.

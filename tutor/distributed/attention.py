@@ -22,12 +22,13 @@ import torch
 from torch import Tensor
 
 from ..attention import hybrid_attention
+from ..attention.global_rows import global_rows_partial
 from ..attention.global_tokens import global_slots
 from ..attention.softmax import accum_dtype
 from .global_keys import GlobalTokens, gather_globals, local_global_slots
 from .halo import halo_exchange, halo_pieces, halo_plan
 from .layout import exchange_layout
-from .merge import all_reduce_states, finish, partial_state
+from .merge import all_reduce_states, finish
 
 __all__ = ["sequence_parallel_attention"]
 
@@ -68,14 +69,10 @@ def _local_rows(q: Tensor, k: Tensor, v: Tensor, kpm: Tensor, window: int, glob:
 def _global_rows(k: Tensor, v: Tensor, kpm: Tensor, glob: GlobalTokens, start: int, causal: bool,
                  scale: float, group) -> Tensor:
     """Every global query's output over all T keys, merged across ranks: (B, H, P·G, Dh) in the accumulation dtype."""
-    T_r = k.shape[2]
-    acc = accum_dtype(k.dtype)
-    s = (glob.q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale                         # (B, H, P·G, T_r)
-    ok = glob.valid[:, :, None] & ~kpm[:, None, :]                                     # (B, P·G, T_r)
-    if causal:
-        key_pos = start + torch.arange(T_r, device=k.device)                           # (T_r,)
-        ok = ok & (key_pos[None, None, :] <= glob.pos[:, :, None])
-    return finish(all_reduce_states(partial_state(s, ok[:, None], v), group))          # (B, H, P·G, Dh)
+    key_pos = start + torch.arange(k.shape[2], device=k.device)                        # (T_r,) this rank's keys
+    state = global_rows_partial(glob.q, k, v, glob.pos, glob.valid, kpm, causal, scale, accum_dtype(k.dtype),
+                                key_pos)                                                # over this rank's keys
+    return finish(all_reduce_states(state, group))                                     # (B, H, P·G, Dh)
 
 
 def _write_rows(out: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor:
@@ -91,7 +88,7 @@ def _write_rows(out: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor
 def sequence_parallel_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                                 global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                                 causal: bool = False, scale: Optional[float] = None, group=None) -> Tensor:
-    """This rank's shard of ``hybrid_attention`` on the whole sequence (SPEC.md), with autograd across ranks.
+    """This rank's shard of ``hybrid_attention`` on the whole sequence (docs/spec.md), with autograd across ranks.
 
     q, k, v: (B, H, T_r, Dh), this rank's contiguous shard (rank 0 holds the first positions; shard
     lengths may differ, each T_r >= 1); global_mask, key_padding_mask: (B, T_r) bool or None.
