@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from ..attention.blocked_globals import row_lse
+from ..attention.softmax import row_lse
 from ..attention.dense import dense_attention
 from ..attention.softmax import masked_softmax
 from ..masks import hybrid_mask
