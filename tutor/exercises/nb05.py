@@ -10,7 +10,7 @@ from torch import Tensor
 from ..costs import count_allowed
 from ..masks import create_mask, generate_dilated_window, hybrid_mask
 from ..patterns import bigbird_random_table, generate_block_sparse, layout_from_table
-from .cases import Case, Shown, positions_per_row
+from .cases import Case, Shown, global_mask_of, shown_global_mask
 from .compare import compare_int, compare_pairs
 from .problem import FunctionProblem
 
@@ -42,23 +42,13 @@ def bigbird_mask_reference(T: int, window: int, global_mask: Tensor, block_size:
 def count_bigbird_pairs_reference(T: int, window: int, global_positions: List[int], block_size: int,
                                   random_blocks: Tensor) -> int:
     """Allowed pairs of one sequence under the BigBird rule, each counted once."""
-    gm = torch.zeros(1, T, dtype=torch.bool)
-    gm[0, list(global_positions)] = True
+    gm = global_mask_of(T, global_positions)                               # (1, T)
     return count_allowed(bigbird_mask_reference(T, window, gm, block_size, random_blocks))
 
 
 def _table(T: int, block_size: int, n_rand: int, seed: int):
     """A seeded BigBird table, built fresh at check time: (ceil(T / b), n_rand) long."""
     return Shown(lambda: bigbird_random_table(T, block_size, n_rand, seed))
-
-
-def _globals(T: int, *rows):
-    def build():
-        gm = torch.zeros(len(rows), T, dtype=torch.bool)
-        for b, positions in enumerate(rows):
-            gm[b, list(positions)] = True
-        return gm
-    return Shown(build, positions_per_row)
 
 
 class DilatedMask(FunctionProblem):
@@ -130,15 +120,15 @@ def bigbird_mask(T, window, global_mask, block_size, random_blocks):
     _args = ("T", "window", "global_mask", "block_size", "random_blocks")
     _compare = compare_pairs
     _forbidden = _BLOCK_BUILDERS
-    _cases = (Case("one random block each", {"T": 16, "window": 1, "global_mask": _globals(16, (0,)),
+    _cases = (Case("one random block each", {"T": 16, "window": 1, "global_mask": shown_global_mask(16, (0,)),
                                                "block_size": 4, "random_blocks": _table(16, 4, 1, 0)}),
-              Case("a partial last block", {"T": 18, "window": 2, "global_mask": _globals(18, (0,), (5, 17)),
+              Case("a partial last block", {"T": 18, "window": 2, "global_mask": shown_global_mask(18, (0,), (5, 17)),
                                             "block_size": 4, "random_blocks": _table(18, 4, 2, 1)}),
-              Case("no global token, window 0", {"T": 12, "window": 0, "global_mask": _globals(12, ()),
+              Case("no global token, window 0", {"T": 12, "window": 0, "global_mask": shown_global_mask(12, ()),
                                                  "block_size": 3, "random_blocks": _table(12, 3, 1, 2)}),
-              Case("no random block", {"T": 10, "window": 1, "global_mask": _globals(10, (9,)),
+              Case("no random block", {"T": 10, "window": 1, "global_mask": shown_global_mask(10, (9,)),
                                        "block_size": 5, "random_blocks": _table(10, 5, 0, 3)}),
-              Case("blocks of one token", {"T": 9, "window": 1, "global_mask": _globals(9, (4,), ()),
+              Case("blocks of one token", {"T": 9, "window": 1, "global_mask": shown_global_mask(9, (4,), ()),
                                            "block_size": 1, "random_blocks": _table(9, 1, 2, 4)}))
 
 

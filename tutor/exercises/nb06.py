@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..masks import hybrid_mask
 from ..training import MarkerTask, make_batch, receptive_field
-from .cases import Case, Shown, positions_per_row
+from .cases import Case, shown_global_mask
 from .compare import compare_int, compare_tensor, tensor_problem
 from .problem import FunctionProblem
 
@@ -56,15 +56,6 @@ def _batch(T: int, B: int, min_distance: int, seed: int, part: int):
     """Tokens (part 0) or marker positions (part 2) of a seeded MarkerTask batch."""
     task = MarkerTask(T=T, min_distance=min_distance)
     return lambda: make_batch(task, B, torch.Generator().manual_seed(seed))[part]
-
-
-def _globals(T: int, *rows):
-    def build():
-        gm = torch.zeros(len(rows), T, dtype=torch.bool)
-        for b, positions in enumerate(rows):
-            gm[b, list(positions)] = True
-        return gm
-    return Shown(build, positions_per_row)
 
 
 def compare_global_choice(got, expected: Tensor, case) -> Optional[str]:
@@ -164,17 +155,21 @@ def cls_influence(T, window, global_mask, n_layers):
     _reference = cls_influence_reference
     _args = ("T", "window", "global_mask", "n_layers")
     _compare = compare_tensor
-    _cases = (Case("no global token", {"T": 24, "window": 3, "global_mask": _globals(24, ()), "n_layers": 2}),
-              Case("[CLS] global, one layer", {"T": 24, "window": 2, "global_mask": _globals(24, (0,)),
+    _cases = (Case("no global token", {"T": 24, "window": 3, "global_mask": shown_global_mask(24, ()),
+                                       "n_layers": 2}),
+              Case("[CLS] global, one layer", {"T": 24, "window": 2, "global_mask": shown_global_mask(24, (0,)),
                                                "n_layers": 1}),
               Case("a global token in the middle, one layer", {"T": 30, "window": 2,
-                                                               "global_mask": _globals(30, (15,)), "n_layers": 1}),
+                                                               "global_mask": shown_global_mask(30, (15,)),
+                                                               "n_layers": 1}),
               Case("a global token in the middle, two layers", {"T": 30, "window": 2,
-                                                                "global_mask": _globals(30, (15,)), "n_layers": 2}),
-              Case("different globals per sequence", {"T": 20, "window": 1, "global_mask": _globals(20, (), (9,), (0,)),
+                                                                "global_mask": shown_global_mask(30, (15,)),
+                                                                "n_layers": 2}),
+              Case("different globals per sequence", {"T": 20, "window": 1,
+                                                      "global_mask": shown_global_mask(20, (), (9,), (0,)),
                                                       "n_layers": 3}),
-              Case("window 0", {"T": 10, "window": 0, "global_mask": _globals(10, (6,)), "n_layers": 1}),
-              Case("zero layers", {"T": 8, "window": 2, "global_mask": _globals(8, (3,)), "n_layers": 0}))
+              Case("window 0", {"T": 10, "window": 0, "global_mask": shown_global_mask(10, (6,)), "n_layers": 1}),
+              Case("zero layers", {"T": 8, "window": 2, "global_mask": shown_global_mask(8, (3,)), "n_layers": 0}))
 
 
 class ChooseGlobalMask(FunctionProblem):
