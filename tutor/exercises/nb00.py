@@ -52,7 +52,6 @@ Row `i` is query `i`, column `j` is key `j`. Use tensor operations (no Python lo
               "distance w itself). The comparison already gives a bool tensor.")
     _congrats = "Each row has at most 2w + 1 True entries, fewer near the edges."
     _reference = local_mask_reference
-    _args = ("T", "window")
     _compare = compare_pairs
     _forbidden = _MASK_BUILDERS
     _cases = (Case("a small window", {"T": 6, "window": 1}),
@@ -84,7 +83,6 @@ fewer than `2w + 1` keys. It must also be right when `window >= T`."""
               "than T keys, so use w = min(window, T - 1).")
     _congrats = "That is about T(2w + 1): linear in T, where dense attention is T²."
     _reference = count_local_pairs_reference
-    _args = ("T", "window")
     _compare = compare_int
     _forbidden = _MASK_BUILDERS
     _cases = (Case("a small window", {"T": 10, "window": 2}),

@@ -95,7 +95,6 @@ True at global tokens. Return a `(B, T, T)` bool tensor, True where query `i` ma
               "Longformer's global attention is symmetric: you need both the rows and the columns.")
     _congrats = "Rows and columns of the global tokens are full: they read everything and everyone reads them."
     _reference = build_hybrid_mask_reference
-    _args = ("T", "window", "global_mask")
     _compare = compare_pairs
     _forbidden = _MASK_BUILDERS
     _cases = HYBRID_CASES
@@ -124,7 +123,6 @@ two global tokens) still counts **once**."""
               "pair once (or sum your hybrid mask from question 1).")
     _congrats = "A set-like rule (any of the reasons) is exactly what the softmax must see: each pair once."
     _reference = count_allowed_pairs_reference
-    _args = ("T", "window", "global_positions")
     _compare = compare_int
     _forbidden = _MASK_BUILDERS
     _cases = (Case("no global token", {"T": 10, "window": 2, "global_positions": []}),
@@ -159,7 +157,6 @@ only uses entries where the bool tensor `allowed` is True (it broadcasts against
               "by zeros (`torch.where`).")
     _congrats = "No NaN, no probability on a forbidden key, and it works in float16 too."
     _reference = masked_softmax
-    _args = ("scores", "allowed")
     _compare = compare_probabilities
     _forbidden = ("tutor.attention.softmax.masked_softmax",)
     _cases = (Case("one mask for all heads: scores (2, 2, 6, 6), allowed (2, 1, 6, 6)",
@@ -202,7 +199,6 @@ def dense_masked_attention(q, k, v, window, global_mask, key_padding_mask):
               "rows (question 3) so fully padded rows do not become NaN.")
     _congrats = "This is the reference every faster implementation in the course must match."
     _reference = dense_masked_attention_reference
-    _args = ("q", "k", "v", "window", "global_mask", "key_padding_mask")
     _compare = compare_attention
     _no_attention = True
     _cases = PADDED_CASES

@@ -75,7 +75,6 @@ optional ones for later: `is_pad` and `causal`.)"""
               "all T keys.")
     _congrats = "The set makes 'each pair once' automatic, and the global row is just 'all keys'."
     _reference = allowed_keys_reference
-    _args = ("i", "T", "window", "is_global")
     _compare = compare_sorted_ints
     _forbidden = _KEY_BUILDERS
     _cases = _key_cases()
@@ -112,7 +111,6 @@ once. Return `(B, H, T, Dh)` and leave the inputs unchanged."""
               "is the (H, Dh) output row.")
     _congrats = "Slow, but every rule is visible. The next notebooks make it fast without changing the answer."
     _reference = looped_attention_reference
-    _args = ("q", "k", "v", "window", "global_mask")
     _compare = compare_attention
     _no_attention = True
     _cases = HYBRID_CASES
@@ -137,7 +135,6 @@ read only by queries at or after it.)"""
               "`0 <= i - j <= window`.")
     _congrats = "Causal is one more 'and': it also trims the global rows and columns."
     _reference = causal_allowed_keys_reference
-    _args = ("i", "T", "window", "is_global")
     _compare = compare_sorted_ints
     _forbidden = _KEY_BUILDERS
     _cases = _key_cases()

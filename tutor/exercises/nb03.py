@@ -145,7 +145,6 @@ tensor, True where that key is a real position (`0 <= i - w + r < T`) and False 
               "Broadcast a (T, 1) column of i against a (1, 2w+1) row of r; keep 0 <= j < T.")
     _congrats = "Those False slots hold zeros after padding; scored as keys they would steal probability."
     _reference = window_edge_mask_reference
-    _args = ("T", "window")
     _compare = compare_windows
     _forbidden = ("tutor.attention.unfold.unfold_windows", "tutor.attention.unfold.local_allowed")
     _cases = tuple(AttnCase(n, T=T, window=w) for n, T, w in (
@@ -185,7 +184,6 @@ def unfold_local_attention(q, k, v, window):
               "And remember the 1 / sqrt(Dh).")
     _congrats = "Same numbers as the loop, at the price of a (2w+1)-times larger K."
     _reference = unfold_local_attention_reference
-    _args = ("q", "k", "v", "window")
     _compare = compare_attention
     _no_attention = True
     _cases = LOCAL_CASES
@@ -220,7 +218,6 @@ real (a sequence with fewer globals has padded slots; what they hold does not ma
               "`x.gather(2, idx[:, None, :, None].expand(B, H, G, D))` picks those tokens per sequence.")
     _congrats = "The invalid slots must be masked wherever they are used: they are not real keys."
     _reference = gather_globals_reference
-    _args = ("x", "global_mask")
     _compare = compare_gathered
     _forbidden = ("tutor.attention.global_tokens.global_index", "tutor.attention.global_tokens.gather_tokens")
     _cases = _GLOBAL_CASES
@@ -271,7 +268,6 @@ the window **only once** (mask its window slot). Global rows read every key: rec
               "Finally overwrite the rows of the global queries: softmax over *all* keys, times v.")
     _congrats = "No double counting, no padded slot scored, and the global rows read everything."
     _reference = unfold_hybrid_attention_reference
-    _args = ("q", "k", "v", "window", "global_mask")
     _compare = compare_attention
     _no_attention = True
     _cases = HYBRID_CASES
@@ -307,7 +303,6 @@ invalid). Slot `r` of row `i` belongs to column `i - w + r`. No Python loop over
               "columns `global_idx[:, None, None, :].expand(B, H, T, G)`.")
     _congrats = "Two scatters: that is how tutor rebuilds the map for the plots."
     _reference = scatter_map_reference
-    _args = ("p_loc", "p_glob", "global_idx", "window")
     _compare = compare_pairs
     _no_attention = True
     _cases = HYBRID_CASES

@@ -88,7 +88,6 @@ last block may be shorter than `block_size`."""
               "Half-open means stop = last key + 1. Clip with `max(0, ...)` and `min(T, ...)`.")
     _congrats = "Before clipping the span always has b + 2w keys: that fixed width is what makes blocks batchable."
     _reference = key_span_reference
-    _args = ("n", "block_size", "window", "T")
     _compare = compare_span
     _cases = (Case("the first block", {"n": 0, "block_size": 4, "window": 2, "T": 20}),
               Case("a middle block", {"n": 2, "block_size": 4, "window": 2, "T": 20}),
@@ -120,7 +119,6 @@ bool tensor that is True where the local rule allows the pair: `|i - j| <= w`, o
               "d = a - c + w.")
     _congrats = "A diagonal band of width 2w + 1 (or w + 1 when causal) inside a b × (b + 2w) tile."
     _reference = block_band_mask_reference
-    _args = ("block_size", "window", "causal")
     _compare = compare_windows
     _forbidden = ("tutor.masks.generate_local_window", "tutor.masks.generate_causal_window")
     _cases = (Case("a small block", {"block_size": 4, "window": 2, "causal": False}),
@@ -194,7 +192,6 @@ def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
     _congrats = ("tutor's blocked backend works the same way: one block of scores at a time, so its memory is "
                  "O(T·(b + 2w + G)) rather than T × T.")
     _reference = blocked_hybrid_attention_reference
-    _args = ("q", "k", "v", "window", "global_mask", "block_size")
     _compare = compare_attention
     _no_attention = True
     _cases = tuple(replace(case, block_size=b) for case, b in zip(HYBRID_CASES, _BLOCKS))
@@ -237,7 +234,6 @@ with `b + 2w` span columns plus `G` global columns each, plus the `G` dense glob
               "Add the global rows: G × T. Compare with dense: T × T.")
     _congrats = "For T = 16384, b = w = 256, G = 4 that is about 21 times fewer entries than dense scores, and the gap grows with T."
     _reference = blocked_score_elements_reference
-    _args = ("B", "H", "T", "window", "block_size", "G")
     _compare = compare_int
     _cases = (Case("one block fits exactly", {"B": 1, "H": 1, "T": 8, "window": 2, "block_size": 4, "G": 0}),
               Case("a padded last block", {"B": 1, "H": 1, "T": 10, "window": 2, "block_size": 4, "G": 0}),

@@ -72,7 +72,6 @@ over `2 * window * dilation + 1` positions. `dilation = 1` is the ordinary slidi
               "`(d.abs() <= window * dilation) & (d % dilation == 0)` with `d = i - j`.")
     _congrats = "Same number of pairs as a window of w, but each layer reaches d times further."
     _reference = dilated_mask_reference
-    _args = ("T", "window", "dilation")
     _compare = compare_pairs
     _forbidden = ("tutor.masks.generate_dilated_window", "tutor.masks.hybrid_mask", "tutor.masks.hybrid_mask_mod")
     _cases = (Case("dilation 1 is the sliding window", {"T": 8, "window": 2, "dilation": 1}),
@@ -117,7 +116,6 @@ def bigbird_mask(T, window, global_mask, block_size, random_blocks):
               "OR it with `hybrid_mask(T, window, global_mask)`; a pair allowed twice is still one True.")
     _congrats = "Window + global + random: the three ingredients BigBird needs to keep a Transformer's expressiveness."
     _reference = bigbird_mask_reference
-    _args = ("T", "window", "global_mask", "block_size", "random_blocks")
     _compare = compare_pairs
     _forbidden = _BLOCK_BUILDERS
     _cases = (Case("one random block each", {"T": 16, "window": 1, "global_mask": shown_global_mask(16, (0,)),
@@ -155,7 +153,6 @@ random block) counts **once**; the last block may be shorter than `block_size`."
               "`int(mask.sum())` returns a plain int.")
     _congrats = "About T(2w + 1 + n_rand·b) + 2GT pairs: still linear in T for fixed w, n_rand, b and G."
     _reference = count_bigbird_pairs_reference
-    _args = ("T", "window", "global_positions", "block_size", "random_blocks")
     _compare = compare_int
     _forbidden = _BLOCK_BUILDERS + ("tutor.costs.count_allowed",)
     _cases = (Case("no global token", {"T": 16, "window": 1, "global_positions": [], "block_size": 4,

@@ -109,7 +109,6 @@ position `p` can depend on the token at position `q` (`window >= 1`; `p == q` ne
               "`-(-d // w)` is `ceil(d / w)` for integers, without floats.")
     _congrats = "A marker 100 tokens from [CLS] needs 13 layers of window 8: far more than a small model has."
     _reference = layers_needed_reference
-    _args = ("p", "q", "window")
     _compare = compare_int
     _cases = (Case("an exact multiple", {"p": 0, "q": 40, "window": 8}),
               Case("one past a multiple", {"p": 0, "q": 41, "window": 8}),
@@ -153,7 +152,6 @@ def cls_influence(T, window, global_mask, n_layers):
               "reads every key: with one global token, two layers reach everything.")
     _congrats = "With [CLS] global, one layer reaches every token; any other single global token needs two."
     _reference = cls_influence_reference
-    _args = ("T", "window", "global_mask", "n_layers")
     _compare = compare_tensor
     _cases = (Case("no global token", {"T": 24, "window": 3, "global_mask": shown_global_mask(24, ()),
                                        "n_layers": 2}),
@@ -199,7 +197,6 @@ on fresh batches, with 1 and 2 layers."""
     _congrats = ("With one layer only a global [CLS] lets every position through: this is why Longformer makes "
                  "[CLS] global for classification, one token with a direct line to everything.")
     _reference = choose_global_mask_reference
-    _args = ("tokens", "window", "n_layers")
     _compare = compare_global_choice
     _cases = tuple(
         Case(name, {"tokens": _batch(T, B, dist, seed, 0), "window": w, "n_layers": L, "T": T, "B": B,

@@ -98,7 +98,6 @@ no (n × n) matrix at all. Masked keys have `p = 0`, and a row with no allowed k
                  "also equals rowsum(dO ∘ O), which needs no P at all.")
     _reference = softmax_backward_reference
     _forbidden = _AUTOGRAD
-    _args = ("p", "dp")
     _compare = compare_tensor
     _cases = (_BuiltCase("one row", {"build": _rows((1, 5), seed=0)}),
               _BuiltCase("a batch of rows", {"build": _rows((2, 3, 6), seed=1)}),
@@ -166,7 +165,6 @@ the same for every head. Use your `softmax_backward` for the middle step; no aut
     _congrats = "This is what autograd computes, and what it stores to do it: the whole (T, T) P."
     _reference = attention_backward_reference
     _forbidden = _AUTOGRAD
-    _args = ("q", "k", "v", "do", "allowed", "scale")
     _compare = compare_grads(("dq", "dk", "dv"))
     _cases = (_BuiltCase("every key allowed", {"scale": 0.5, "build": _attn(1, 2, 6, 4, seed=0, rule="all")}),
               _BuiltCase("a band, and a row with no key", {"scale": 0.5, "build": _attn(2, 1, 8, 4, seed=1, rule="band")}),
@@ -242,7 +240,6 @@ block's contributions `(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, 
                  "so the blocked backward holds one block's P at a time.")
     _reference = block_backward_reference
     _forbidden = _AUTOGRAD
-    _args = ("q", "k", "v", "out", "lse", "do", "allowed", "scale")
     _compare = compare_grads(("dq", "dk", "dv"))
     _cases = (_BuiltCase("the span holds every key of the rows",
                          {"scale": 0.5, "build": _block(1, 2, 4, 8, 0, 4, seed=0)}),
@@ -325,7 +322,6 @@ holds the key, then the global column of all the others); here you may sum over 
                  "the one place where programs must add into the same memory.")
     _reference = global_key_grads_reference
     _forbidden = _AUTOGRAD
-    _args = ("q", "k", "v", "do", "out", "lse", "window", "global_positions", "scale")
     _compare = compare_grads(("dk_g", "dv_g"))
     _cases = (_BuiltCase("one global key in the middle", {"window": 2, "global_positions": [5], "scale": 0.5,
                                                           "build": _hybrid(1, 2, 12, 4, 2, [5], seed=0)}),

@@ -95,7 +95,6 @@ halo reaches several ranks."""
                  "neighbours, however long the sequence.")
     _reference = halo_slices_reference
     _forbidden = ("tutor.distributed.halo.halo_pieces", "tutor.distributed.halo.halo_plan")
-    _args = ("lengths", "rank", "window", "causal")
     _compare = compare_slices
     _cases = (Case("a middle rank, small window", {"lengths": [4, 4, 4, 4], "rank": 1, "window": 2, "causal": False}),
               Case("the first rank", {"lengths": [5, 5, 5], "rank": 0, "window": 3, "causal": False}),
@@ -173,7 +172,6 @@ gives zeros (never NaN). Scores can be large: `exp(m)` alone may overflow float3
                  "rescaled l and o.")
     _reference = merge_partial_reference
     _forbidden = ("tutor.distributed.merge.merge_states", "tutor.distributed.merge.all_reduce_states")
-    _args = ("m1", "l1", "o1", "m2", "l2", "o2")
     _compare = compare_tensor
     _cases = (_StateCase("ordinary scores", {"build": _states(4, 5, 7, 3, seed=0)}),
               _StateCase("one key on each side", {"build": _states(3, 1, 1, 2, seed=1)}),
@@ -236,7 +234,6 @@ def halo_bytes(T, world_size, rank, window, B, H, Dh, bytes_per_value, causal):
     _reference = halo_bytes_reference
     _forbidden = ("tutor.distributed.halo.halo_rows", "tutor.distributed.halo.halo_plan",
                   "tutor.distributed.halo.halo_pieces")
-    _args = _BYTES_ARGS
     _compare = compare_int
     _cases = tuple(
         Case(name, dict(zip(_BYTES_ARGS, values))) for name, values in (

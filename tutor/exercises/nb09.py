@@ -87,7 +87,6 @@ Write `to_flash(library, value)` returning `(left, right, causal)` that reads ex
     _forbidden = ("tutor.conventions.to_flash_window_size", "tutor.conventions.from_longformer",
                   "tutor.conventions.from_sliding_window", "tutor.conventions.windows.to_flash_window_size",
                   "tutor.conventions.windows.from_longformer", "tutor.conventions.windows.from_sliding_window")
-    _args = ("library", "value")
     _compare = compare_flash
     _cases = (Case("Longformer attention_window=8", {"library": "longformer", "value": 8}),
               Case("Longformer attention_window=2", {"library": "longformer", "value": 2}),
@@ -141,7 +140,6 @@ question, 0 elsewhere (separators, context, padding)."""
                  "none; for classification, only `<s>` is global.")
     _reference = qa_global_attention_mask
     _forbidden = ("tutor.conventions.mask_formats.qa_global_attention_mask",)
-    _args = ("input_ids", "sep_token_id")
     _compare = compare_tensor
     _cases = (Case("one sequence", {"input_ids": _qa_ids([(3, 4)], 12), "sep_token_id": 2}),
               Case("questions of different lengths, padding", {"input_ids": _qa_ids([(2, 3), (5, 6), (1, 2)], 16),

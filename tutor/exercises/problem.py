@@ -1,7 +1,7 @@
 """The problem base: one small data-driven class per question, in the learntools spirit.
 
-A question class sets data (``id``, ``title``, ``_reference``, ``_cases``, ``_args``,
-``_compare``, ``_hints``, ``_solution``, ``_forbidden``); the base turns it into ``check``,
+A question class sets data (``id``, ``title``, ``_reference``, ``_cases``, ``_compare``,
+``_hints``, ``_solution``, ``_forbidden``); the base turns it into ``check``,
 ``hint``, ``solution`` and ``reference``. ``check`` never raises: every failure of the learner's
 code comes back as a :class:`Result` whose status is ``"incorrect"`` and whose message names the
 input case and what differs, never the expected value.
@@ -17,7 +17,8 @@ that calls the learner's function in the sandboxed notebook (:mod:`tutor.exercis
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict, Optional, Sequence
+import inspect
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -54,6 +55,11 @@ def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
     return a == b
+
+
+def required_parameters(fn: Callable) -> Tuple[str, ...]:
+    """The names of ``fn``'s parameters that have no default, in order: ``("T", "window")``."""
+    return tuple(name for name, p in inspect.signature(fn).parameters.items() if p.default is p.empty)
 
 
 def _short(exc: BaseException) -> str:
@@ -137,7 +143,7 @@ class FunctionProblem(Problem):
     """The learner writes a function; it is called on ``_cases`` and compared with ``_reference``."""
     _reference: Callable = None
     _cases: Sequence = ()
-    _args: Sequence[str] = ()
+    _args: Sequence[str] = ()          # the case values passed, in order; () = the reference's parameters
     _compare: Callable = None
     _forbidden: Sequence[str] = ()     # dotted names of functions the answer must not call
     _no_attention: bool = False        # also forbid every full attention implementation of tutor
@@ -165,7 +171,7 @@ class FunctionProblem(Problem):
 
     def _arguments(self, case) -> Dict[str, Any]:
         values = case.tensors()
-        return {name: values[name] for name in self._args}
+        return {name: values[name] for name in self._args or required_parameters(self.reference)}
 
     def _check(self, fn) -> Result:
         if is_blank(fn):
