@@ -35,10 +35,6 @@ class LocalMask(FunctionProblem):
     _prompt = """Write `local_mask(T, window)` returning a `(T, T)` **bool** tensor whose entry
 `[i, j]` is `True` when query `i` may attend key `j`, i.e. when `|i - j| <= window`.
 Row `i` is query `i`, column `j` is key `j`. Use tensor operations (no Python loop needed)."""
-    _stub = '''def local_mask(T, window):
-    """(T, T) bool: True where |i - j| <= window."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def local_mask(T, window):
     """(T, T) bool: True where |i - j| <= window."""
     i = torch.arange(T)[:, None]          # (T, 1) query positions
@@ -66,10 +62,6 @@ class CountLocalPairs(FunctionProblem):
     _prompt = """Write `count_local_pairs(T, window)` returning, as an `int`, how many (query, key)
 pairs the sliding window allows among `T` tokens. Mind the edges: the first and last queries have
 fewer than `2w + 1` keys. It must also be right when `window >= T`."""
-    _stub = '''def count_local_pairs(T, window):
-    """Number of (i, j) pairs with |i - j| <= window, 0 <= i, j < T."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def count_local_pairs(T, window):
     """Number of (i, j) pairs with |i - j| <= window, 0 <= i, j < T."""
     w = min(window, T - 1)                 # a window wider than the sequence adds nothing

@@ -77,10 +77,6 @@ class BuildHybridMask(FunctionProblem):
 True at global tokens. Return a `(B, T, T)` bool tensor, True where query `i` may attend key `j`:
 `|i - j| <= window`, **or** `i` is global (a global row reads everything), **or** `j` is global
 (everyone reads a global key). Sequences may have different numbers of global tokens."""
-    _stub = '''def build_hybrid_mask(T, window, global_mask):
-    """(B, T, T) bool: local window, plus global rows and global columns."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def build_hybrid_mask(T, window, global_mask):
     """(B, T, T) bool: local window, plus global rows and global columns."""
     i = torch.arange(T)[:, None]                          # (T, 1)
@@ -106,10 +102,6 @@ class CountAllowedPairs(FunctionProblem):
 global tokens sit at the positions in the list `global_positions`. Return, as an `int`, how many
 (query, key) pairs are allowed. A pair allowed by two rules (a global key inside a local window,
 two global tokens) still counts **once**."""
-    _stub = '''def count_allowed_pairs(T, window, global_positions):
-    """Number of allowed (i, j) pairs, each counted once."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def count_allowed_pairs(T, window, global_positions):
     """Number of allowed (i, j) pairs, each counted once."""
     g = set(global_positions)
@@ -139,10 +131,6 @@ class SafeMaskedSoftmax(FunctionProblem):
 only uses entries where the bool tensor `allowed` is True (it broadcasts against `scores`, e.g.
 `(B, 1, T, T)` against `(B, H, T, T)`). Disallowed entries must come out exactly 0, and a row with
 **no** allowed entry must come out as all zeros, never NaN. Scores can be large (think 100)."""
-    _stub = '''def safe_masked_softmax(scores, allowed):
-    """Softmax over the last dim restricted to `allowed`; empty rows give zeros."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def safe_masked_softmax(scores, allowed):
     """Softmax over the last dim restricted to `allowed`; empty rows give zeros."""
     p = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)  # NaN on empty rows
@@ -176,12 +164,6 @@ class DenseMaskedAttention(FunctionProblem):
 Return `(B, H, T, Dh)`: `softmax(q·kᵀ / sqrt(Dh))` over the allowed keys, times `v`. Padded keys
 are never read, and padded queries (and any query with no allowed key) output zeros. You may use
 `tutor.masks.hybrid_mask` and your `safe_masked_softmax`."""
-    _stub = '''from tutor.masks import hybrid_mask
-
-def dense_masked_attention(q, k, v, window, global_mask, key_padding_mask):
-    """(B, H, T, Dh): hybrid local + global attention, computed densely."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.masks import hybrid_mask
 
 def dense_masked_attention(q, k, v, window, global_mask, key_padding_mask):

@@ -56,10 +56,6 @@ class AllowedKeys(FunctionProblem):
 `|i - j| <= window` (inside `0 .. T-1`), every global key, and, if `i` itself is global, every key.
 No key may appear twice. (`tutor.attention.looped.allowed_keys` has the same four arguments, and two
 optional ones for later: `is_pad` and `causal`.)"""
-    _stub = '''def allowed_keys(i, T, window, is_global):
-    """Sorted list of the keys query i may attend."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def allowed_keys(i, T, window, is_global):
     """Sorted list of the keys query i may attend."""
     if is_global[i]:
@@ -87,10 +83,6 @@ the batch and the queries. `q, k, v` are `(B, H, T, Dh)`, `global_mask` is `(B, 
 query `i` of sequence `b`, score only its allowed keys (your `allowed_keys`), scale by
 `1 / sqrt(Dh)`, take a softmax over those keys and average their values. All heads can be done at
 once. Return `(B, H, T, Dh)` and leave the inputs unchanged."""
-    _stub = '''def looped_attention(q, k, v, window, global_mask):
-    """(B, H, T, Dh): hybrid attention with a loop over (b, i)."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def looped_attention(q, k, v, window, global_mask):
     """(B, H, T, Dh): hybrid attention with a loop over (b, i)."""
     B, H, T, Dh = q.shape
@@ -122,10 +114,6 @@ class CausalAllowedKeys(FunctionProblem):
 is_global)`: the sorted keys query `i` may attend when, **on top of** the rules of question 1,
 every key must satisfy `j <= i`. (So a global query reads every *earlier* key, and a global key is
 read only by queries at or after it.)"""
-    _stub = '''def causal_allowed_keys(i, T, window, is_global):
-    """Sorted keys query i may attend under the causal rule."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def causal_allowed_keys(i, T, window, is_global):
     """Sorted keys query i may attend under the causal rule."""
     return [j for j in allowed_keys(i, T, window, is_global) if j <= i]   # causal = and j <= i

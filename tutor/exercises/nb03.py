@@ -130,10 +130,6 @@ class WindowEdgeMask(FunctionProblem):
     _prompt = """After padding K with `w` zeros on each side and unfolding, slot `r` of query `i`
 holds key `i - w + r`. Write `window_edge_mask(T, window)` returning a `(T, 2*window + 1)` bool
 tensor, True where that key is a real position (`0 <= i - w + r < T`) and False where it is padding."""
-    _stub = '''def window_edge_mask(T, window):
-    """(T, 2w+1) bool: True where slot r of query i is a real key."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def window_edge_mask(T, window):
     """(T, 2w+1) bool: True where slot r of query i is a real key."""
     i = torch.arange(T)[:, None]                   # (T, 1) query positions
@@ -158,13 +154,6 @@ global token), vectorized with windows. `q, k, v` are `(B, H, T, Dh)`; return `(
 Use `tutor.attention.unfold.unfold_windows(x, window)` (`(B, H, T, Dh)` → `(B, H, T, 2w+1, Dh)`,
 zero-padded) and `tutor.attention.softmax.masked_softmax(scores, allowed)`; mask the edge slots.
 No Python loop over T (the check runs your function at two lengths and counts its lines)."""
-    _stub = '''from tutor.attention.unfold import unfold_windows
-from tutor.attention.softmax import masked_softmax
-
-def unfold_local_attention(q, k, v, window):
-    """(B, H, T, Dh): local attention over unfolded windows."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.attention.unfold import unfold_windows
 from tutor.attention.softmax import masked_softmax
 
@@ -197,10 +186,6 @@ class GatherGlobals(FunctionProblem):
 the largest count over the batch. Return a pair `(x_g, valid)`: `x_g` `(B, H, G, D)` holds the
 global tokens of each sequence in position order, and `valid` `(B, G)` bool says which slots are
 real (a sequence with fewer globals has padded slots; what they hold does not matter)."""
-    _stub = '''def gather_globals(x, global_mask):
-    """x (B, H, T, D) -> (x_g (B, H, G, D), valid (B, G))."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def gather_globals(x, global_mask):
     """x (B, H, T, D) -> (x_g (B, H, G, D), valid (B, G))."""
     B, H, T, D = x.shape
@@ -234,10 +219,6 @@ class UnfoldHybridAttention(FunctionProblem):
 global columns]`: mask edge slots, mask padded global slots, and score a global key that also sits in
 the window **only once** (mask its window slot). Global rows read every key: recompute them densely
 (only G of them). Reuse your `window_edge_mask` and `gather_globals`."""
-    _stub = '''def unfold_hybrid_attention(q, k, v, window, global_mask):
-    """(B, H, T, Dh): local windows + global columns in one softmax, global rows dense."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def unfold_hybrid_attention(q, k, v, window, global_mask):
     """(B, H, T, Dh): local windows + global columns in one softmax, global rows dense."""
     B, H, T, Dh = q.shape
@@ -281,10 +262,6 @@ the window probabilities (0 on masked slots), `p_glob` `(B, H, T, G)` the global
 invalid slots), `global_idx` `(B, G)` long the key position of each global column (0 where
 invalid). Slot `r` of row `i` belongs to column `i - w + r`. No Python loop over T: use `scatter_add`
 (the check runs your function at two lengths and counts its lines)."""
-    _stub = '''def scatter_attention_map(p_loc, p_glob, global_idx, window):
-    """(B, H, T, T) map: window slots and global columns scattered to their key columns."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def scatter_attention_map(p_loc, p_glob, global_idx, window):
     """(B, H, T, T) map: window slots and global columns scattered to their key columns."""
     B, H, T, R = p_loc.shape

@@ -74,10 +74,6 @@ class KeySpan(FunctionProblem):
 range of key positions query block `n` needs (its queries are `n*block_size ... n*block_size +
 block_size - 1`, each reading keys within `window`), clipped to the sequence `0 ... T-1`. The
 last block may be shorter than `block_size`."""
-    _stub = '''def key_span(n, block_size, window, T):
-    """(start, stop): the keys block n needs, stop exclusive, clipped to 0..T."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def key_span(n, block_size, window, T):
     """(start, stop): the keys block n needs, stop exclusive, clipped to 0..T."""
     first, last = n * block_size, (n + 1) * block_size - 1        # query positions of block n
@@ -103,10 +99,6 @@ class BlockBandMask(FunctionProblem):
 key `n*b - w + c`. Write `block_band_mask(block_size, window, causal)` returning the `(b, b + 2w)`
 bool tensor that is True where the local rule allows the pair: `|i - j| <= w`, or with
 `causal=True`, `0 <= i - j <= w`. It is the same for every block (edges are handled separately)."""
-    _stub = '''def block_band_mask(block_size, window, causal):
-    """(b, b+2w) bool: local rule between query offset a and span slot c."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def block_band_mask(block_size, window, causal):
     """(b, b+2w) bool: local rule between query offset a and span slot c."""
     a = torch.arange(block_size)[:, None]                    # (b, 1) query offsets
@@ -138,15 +130,6 @@ multiple of `block_size`. Allowed helpers: `masked_softmax`, `global_index`, `ga
 from `tutor.attention.softmax` and `tutor.attention.global_tokens`, and your `block_band_mask`.
 Never build the `(T, T)` scores: the check also runs your function at T = 128 and looks at the
 largest tensor it creates."""
-    _stub = '''import math
-import torch.nn.functional as F
-from tutor.attention.softmax import masked_softmax
-from tutor.attention.global_tokens import gather_tokens, global_index
-
-def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
-    """(B, H, T, Dh): query blocks against key spans + global columns; global rows dense."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''import math
 import torch.nn.functional as F
 from tutor.attention.softmax import masked_softmax
@@ -219,10 +202,6 @@ class BlockedScoreElements(FunctionProblem):
 query blocks at once? Write `blocked_score_elements(B, H, T, window, block_size, G)` → `int`:
 per batch element and head, `ceil(T / b)` blocks of `b` query rows (the last block is padded to `b`)
 with `b + 2w` span columns plus `G` global columns each, plus the `G` dense global rows of `T` keys."""
-    _stub = '''def blocked_score_elements(B, H, T, window, block_size, G):
-    """Score entries of the blocked hybrid: all blocks at once plus the global rows."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def blocked_score_elements(B, H, T, window, block_size, G):
     """Score entries of the blocked hybrid: all blocks at once plus the global rows."""
     n_blocks = -(-T // block_size)                                 # ceil(T / b)

@@ -57,10 +57,6 @@ class DilatedMask(FunctionProblem):
 query `i` may read key `j` in a dilated window: `j = i + k * dilation` for some integer
 `k` with `|k| <= window`. Each query still reads `2 * window + 1` keys (fewer at the edges), spread
 over `2 * window * dilation + 1` positions. `dilation = 1` is the ordinary sliding window."""
-    _stub = '''def dilated_mask(T, window, dilation):
-    """(T, T) bool: keys at distance k * dilation, |k| <= window."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def dilated_mask(T, window, dilation):
     """(T, T) bool: keys at distance k * dilation, |k| <= window."""
     d = torch.arange(T)[:, None] - torch.arange(T)[None, :]          # (T, T) i - j
@@ -91,12 +87,6 @@ blocks: query `i` lies in block `i // block_size`, and that block reads the key 
 sequence). Write `bigbird_mask(T, window, global_mask, block_size, random_blocks)` returning the
 `(B, T, T)` bool mask. `T` need not be a multiple of `block_size`. You may use `tutor.masks.hybrid_mask`
 for the window and the global tokens."""
-    _stub = '''from tutor.masks import hybrid_mask
-
-def bigbird_mask(T, window, global_mask, block_size, random_blocks):
-    """(B, T, T) bool: window or global or a random key block of the query's block."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.masks import hybrid_mask
 
 def bigbird_mask(T, window, global_mask, block_size, random_blocks):
@@ -137,10 +127,6 @@ class CountBigBirdPairs(FunctionProblem):
 random_blocks)` returning, as an `int`, how many `(query, key)` pairs the BigBird rule of question 2
 allows. A pair allowed by several rules (a random block overlapping the window, a global key inside a
 random block) counts **once**; the last block may be shorter than `block_size`."""
-    _stub = '''def count_bigbird_pairs(T, window, global_positions, block_size, random_blocks):
-    """Allowed (i, j) pairs of one sequence under window + global + random blocks."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def count_bigbird_pairs(T, window, global_positions, block_size, random_blocks):
     """Allowed (i, j) pairs of one sequence under window + global + random blocks."""
     gm = torch.zeros(1, T, dtype=torch.bool)

@@ -95,10 +95,6 @@ class LayersNeeded(FunctionProblem):
 so after `L` layers its output depends on tokens up to `L * window` away (`tutor.training.receptive_field`).
 Write `layers_needed(p, q, window)` returning, as an `int`, the fewest layers after which the output at
 position `p` can depend on the token at position `q` (`window >= 1`; `p == q` needs no layer)."""
-    _stub = '''def layers_needed(p, q, window):
-    """Fewest local-only layers connecting position q to position p's output."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def layers_needed(p, q, window):
     """Fewest local-only layers connecting position q to position p's output."""
     distance = abs(p - q)
@@ -127,12 +123,6 @@ n_layers)` returning a `(B, T)` bool tensor, True for the tokens whose value can
 position 0 ([CLS]) within `n_layers` layers. Start from `{0}` and, layer by layer, add every key
 that an already reached position may read. Every position reads itself (distance 0), so what was
 reached stays reached."""
-    _stub = '''from tutor.masks import hybrid_mask
-
-def cls_influence(T, window, global_mask, n_layers):
-    """(B, T) bool: tokens that can influence position 0 within n_layers layers."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.masks import hybrid_mask
 
 def cls_influence(T, window, global_mask, n_layers):
@@ -180,10 +170,6 @@ answer at position 0. Write `choose_global_mask(tokens, window, n_layers)` retur
 in every sequence *wherever it lands*: the model does not know where the marker is, so every position
 must be able to reach position 0. The check runs your mask through the reachability of question 2
 on fresh batches, with 1 and 2 layers."""
-    _stub = '''def choose_global_mask(tokens, window, n_layers):
-    """(B, T) bool: at most one global token per sequence; [CLS] must be able to see the marker."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def choose_global_mask(tokens, window, n_layers):
     """(B, T) bool: at most one global token per sequence; [CLS] must be able to see the marker."""
     global_mask = torch.zeros(tokens.shape, dtype=torch.bool)   # (B, T)

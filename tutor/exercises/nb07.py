@@ -81,10 +81,6 @@ class SoftmaxBackward(FunctionProblem):
 with respect to `p`. Write `softmax_backward(p, dp)` returning `ds`, the gradient with respect to `s`
 (same shape as `p`). The Jacobian is `∂p_j/∂s_k = p_j (δ_jk − p_k)`; multiplied by `dp` it needs
 no (n × n) matrix at all. Masked keys have `p = 0`, and a row with no allowed key is all zeros."""
-    _stub = '''def softmax_backward(p, dp):
-    """ds (..., n): gradient w.r.t. the scores s of p = softmax(s), given dp."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def softmax_backward(p, dp):
     """ds (..., n): gradient w.r.t. the scores s of p = softmax(s), given dp."""
     D = (p * dp).sum(-1, keepdim=True)        # (..., 1): one number per row
@@ -137,10 +133,6 @@ class AttentionBackward(FunctionProblem):
 a row with no allowed key is all zeros) and `O = P V`. Write `attention_backward(q, k, v, do, allowed, scale)`
 returning the tuple `(dq, dk, dv)`, each `(B, H, T, Dh)`, given `do = dL/dO`; `allowed` is `(B, T, T)` bool,
 the same for every head. Use your `softmax_backward` for the middle step; no autograd here."""
-    _stub = '''def attention_backward(q, k, v, do, allowed, scale):
-    """(dq, dk, dv) of O = softmax(scale * q @ k^T over allowed) @ v, given do."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def attention_backward(q, k, v, do, allowed, scale):
     """(dq, dk, dv) of O = softmax(scale * q @ k^T over allowed) @ v, given do."""
     s = scale * q @ k.transpose(-1, -2)                      # (B, H, T, T)
@@ -217,10 +209,6 @@ block: `q` (B, H, M, Dh) queries against `k, v` (B, H, N, Dh), the keys of the b
 `allowed` (B, M, N) bool. A row may also read keys outside this span (global keys), whose pairs
 another step handles. Write `block_backward(q, k, v, out, lse, do, allowed, scale)` returning this
 block's contributions `(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, dv` (B, H, N, Dh)."""
-    _stub = '''def block_backward(q, k, v, out, lse, do, allowed, scale):
-    """(dq, dk, dv) of this block's pairs, recomputing P from the saved lse."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def block_backward(q, k, v, out, lse, do, allowed, scale):
     """(dq, dk, dv) of this block's pairs, recomputing P from the saved lse."""
     s = scale * q @ k.transpose(-1, -2)                                  # (B, H, M, N)
@@ -296,10 +284,6 @@ which read nothing). Write `global_key_grads(q, k, v, do, out, lse, window, glob
 returning `(dk_g, dv_g)`, each `(B, H, G, Dh)`: the **full** gradients of the G global keys, in the
 order of `global_positions`. The blocked backward gets them in two pieces (the queries whose window
 holds the key, then the global column of all the others); here you may sum over the queries directly."""
-    _stub = '''def global_key_grads(q, k, v, do, out, lse, window, global_positions, scale):
-    """(dk_g, dv_g) (B, H, G, Dh): full gradients of the global keys."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def global_key_grads(q, k, v, do, out, lse, window, global_positions, scale):
     """(dk_g, dv_g) (B, H, G, Dh): full gradients of the global keys."""
     kg, vg = k[:, :, global_positions], v[:, :, global_positions]     # (B, H, G, Dh)

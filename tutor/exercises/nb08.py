@@ -66,10 +66,6 @@ Write `halo_slices(lengths, rank, window, causal)` returning the list of `(src, 
 rank `rank` needs rows `lo:hi` of rank `src`'s shard (indices *local* to `src`'s shard), in position
 order. Leave out `rank` itself and ranks that send nothing; when `window` is longer than a shard the
 halo reaches several ranks."""
-    _stub = '''def halo_slices(lengths, rank, window, causal):
-    """[(src, lo, hi)]: rows lo:hi of rank src's shard that this rank needs, in position order."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def halo_slices(lengths, rank, window, causal):
     """[(src, lo, hi)]: rows lo:hi of rank src's shard that this rank needs, in position order."""
     starts = [sum(lengths[:r]) for r in range(len(lengths))]
@@ -149,10 +145,6 @@ a *partial state*: `m` (G, 1) the largest allowed score (`-inf` if the rank had 
 Write `merge_partial(m1, l1, o1, m2, l2, o2)` returning the (G, Dh) output rows of the softmax over
 *both* key sets, exactly as if one process had seen all keys. A row with no allowed key anywhere
 gives zeros (never NaN). Scores can be large: `exp(m)` alone may overflow float32."""
-    _stub = '''def merge_partial(m1, l1, o1, m2, l2, o2):
-    """(G, Dh) softmax output over both key sets, from two partial states."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def merge_partial(m1, l1, o1, m2, l2, o2):
     """(G, Dh) softmax output over both key sets, from two partial states."""
     m = torch.maximum(m1, m2)                                    # (G, 1) the common max
@@ -202,12 +194,6 @@ the rows of **K and V** they need for their halos (question 1). Write `halo_byte
 window, B, H, Dh, bytes_per_value, causal)` returning, as an `int`, the bytes rank `rank` sends: one
 row of K is `B · H · Dh` values of `bytes_per_value` bytes, and so is one row of V. (Compare with an
 all-gather of K and V, where every rank sends its whole shard to each of the `P - 1` others.)"""
-    _stub = '''from tutor.distributed import shard_bounds
-
-def halo_bytes(T, world_size, rank, window, B, H, Dh, bytes_per_value, causal):
-    """Bytes of K and V that `rank` sends in one halo exchange."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.distributed import shard_bounds
 
 def halo_bytes(T, world_size, rank, window, B, H, Dh, bytes_per_value, causal):

@@ -63,10 +63,6 @@ Write `to_flash(library, value)` returning `(left, right, causal)` that reads ex
 * `library == "mistral"`: a Mistral/Gemma config's `sliding_window = value` (causal; the query itself
   is one of the `sliding_window` keys it sees);
 * `library == "tutor"`: our `window = value` (`|i - j| <= w`, not causal)."""
-    _stub = '''def to_flash(library, value):
-    """(left, right, causal) for flash-attn reading the same pairs as `library`'s `value`."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def to_flash(library, value):
     """(left, right, causal) for flash-attn reading the same pairs as `library`'s `value`."""
     if library == "longformer":
@@ -120,10 +116,6 @@ question token, and keeps the context local. A batch of `input_ids` (B, T) is la
 different lengths). Write `qa_global_mask(input_ids, sep_token_id)` returning the
 `global_attention_mask` that `LongformerModel` takes: a `torch.long` tensor (B, T), 1 on `<s>` and the
 question, 0 elsewhere (separators, context, padding)."""
-    _stub = '''def qa_global_mask(input_ids, sep_token_id):
-    """(B, T) long: 1 on <s> and the question tokens, 0 elsewhere."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def qa_global_mask(input_ids, sep_token_id):
     """(B, T) long: 1 on <s> and the question tokens, 0 elsewhere."""
     B, T = input_ids.shape
@@ -159,10 +151,6 @@ every key of buckets `q - look_backward ... q + look_forward` (those that exist)
 `j - i > window_size * look_forward`. Write `local_attention_pairs(T, window_size, look_backward,
 look_forward, exact_windowsize)` returning the bool (T, T) table, True where query `i` reads key `j`
 (not causal)."""
-    _stub = '''def local_attention_pairs(T, window_size, look_backward, look_forward, exact_windowsize):
-    """(T, T) bool: True where query i reads key j."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def local_attention_pairs(T, window_size, look_backward, look_forward, exact_windowsize):
     """(T, T) bool: True where query i reads key j."""
     i = torch.arange(T)[:, None]                      # (T, 1) queries

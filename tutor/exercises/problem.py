@@ -1,8 +1,10 @@
 """The problem base: one small data-driven class per question, in the learntools spirit.
 
 A question class sets data (``id``, ``title``, ``_reference``, ``_cases``, ``_compare``,
-``_hints``, ``_solution``, ``_forbidden``); the base turns it into ``check``,
-``hint``, ``solution`` and ``reference``. ``check`` never raises: every failure of the learner's
+``_hints``, ``_solution``, ``_forbidden``); the base turns it into ``check``, ``hint``,
+``solution`` and ``reference``. A function question's stub is its solution's header and a
+``raise`` (:func:`stub_of`), and the case values it passes are the reference's parameters, unless
+the class sets ``_stub`` or ``_args`` itself. ``check`` never raises: every failure of the learner's
 code comes back as a :class:`Result` whose status is ``"incorrect"`` and whose message names the
 input case and what differs, never the expected value.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -29,6 +32,12 @@ from .sandbox import CallWatcher, TimeLimitExceeded, _code_of, call_with_limit, 
 
 #: seconds one call may take; None reads TUTOR_CHECK_TIME_LIMIT when a check runs (default 5)
 TIME_LIMIT: Optional[float] = None
+
+#: the line a function question's stub has in place of the solution's body
+PLACEHOLDER = "    raise NotImplementedError  # replace with your code\n"
+
+#: a solution's header: any lines before its ``def``, the ``def`` line and the function's docstring
+_HEADER = re.compile(r'.*?^def [^\n]*:\n    """.*?"""\n', re.S | re.M)
 
 #: set in a graded notebook's kernel (:mod:`tutor.exercises.child`): ``check`` only records the answer
 _RECORDER: Optional[Callable] = None
@@ -60,6 +69,14 @@ def _same(a, b) -> bool:
 def required_parameters(fn: Callable) -> Tuple[str, ...]:
     """The names of ``fn``'s parameters that have no default, in order: ``("T", "window")``."""
     return tuple(name for name, p in inspect.signature(fn).parameters.items() if p.default is p.empty)
+
+
+def stub_of(solution: str) -> str:
+    """The stub of a function question: ``solution`` up to the end of its docstring, then ``PLACEHOLDER``."""
+    header = _HEADER.match(solution)
+    if header is None:
+        raise ValueError(f"solution must define a function with a docstring, got {solution[:80]!r}")
+    return header[0] + PLACEHOLDER
 
 
 def _short(exc: BaseException) -> str:
@@ -151,6 +168,11 @@ class FunctionProblem(Problem):
     @property
     def reference(self) -> Callable:
         return type(self)._reference
+
+    @property
+    def _stub(self) -> str:
+        """The solution's header (imports, ``def`` line, docstring) and ``PLACEHOLDER``, unless a class sets its own."""
+        return stub_of(self._solution)
 
     def _refused(self, answer) -> Optional[str]:
         code = _code_of(answer) if callable(answer) else None
