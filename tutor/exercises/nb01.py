@@ -11,8 +11,8 @@ from ..attention.softmax import masked_softmax
 from ..costs import count_allowed
 from ..masks import hybrid_mask
 from .cases import HYBRID_CASES, PADDED_CASES, Case
-from .compare import compare_attention, compare_int, compare_pairs
-from .problem import FunctionProblem
+from .compare import compare_int, compare_pairs
+from .problem import AttentionProblem, FunctionProblem
 
 NUMBER = "01"
 NOTEBOOK = "01_dense_masked_attention"
@@ -146,7 +146,6 @@ only uses entries where the bool tensor `allowed` is True (it broadcasts against
     _congrats = "No NaN, no probability on a forbidden key, and it works in float16 too."
     _reference = masked_softmax
     _compare = compare_probabilities
-    _forbidden = ("tutor.attention.softmax.masked_softmax",)
     _cases = (Case("one mask for all heads: scores (2, 2, 6, 6), allowed (2, 1, 6, 6)",
                    _softmax_inputs(21, 2, 2, 6, 1.0, True)),
               Case("a mask per head: scores (1, 3, 5, 5), allowed (1, 3, 5, 5)",
@@ -157,7 +156,7 @@ only uses entries where the bool tensor `allowed` is True (it broadcasts against
                    _softmax_inputs(24, 2, 2, 6, 6.0, True, torch.float16)))
 
 
-class DenseMaskedAttention(FunctionProblem):
+class DenseMaskedAttention(AttentionProblem):
     id, title, _name = "01.q4", "Dense masked attention with padding", "dense_masked_attention"
     _prompt = """Write `dense_masked_attention(q, k, v, window, global_mask, key_padding_mask)`.
 `q, k, v` are `(B, H, T, Dh)`; both masks are `(B, T)` bool (`key_padding_mask` True = padding).
@@ -181,8 +180,6 @@ def dense_masked_attention(q, k, v, window, global_mask, key_padding_mask):
               "rows (question 3) so fully padded rows do not become NaN.")
     _congrats = "This is the reference every faster implementation in the course must match."
     _reference = dense_masked_attention_reference
-    _compare = compare_attention
-    _no_attention = True
     _cases = PADDED_CASES
 
 

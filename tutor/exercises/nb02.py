@@ -6,8 +6,8 @@ from typing import List, Sequence
 from ..attention import looped_attention
 from ..attention.looped import allowed_keys
 from .cases import HYBRID_CASES, Case
-from .compare import compare_attention, compare_sorted_ints
-from .problem import FunctionProblem
+from .compare import compare_sorted_ints
+from .problem import AttentionProblem, FunctionProblem
 
 NUMBER = "02"
 NOTEBOOK = "02_looped_sparse_attention"
@@ -76,7 +76,7 @@ optional ones for later: `is_pad` and `causal`.)"""
     _cases = _key_cases()
 
 
-class LoopedAttention(FunctionProblem):
+class LoopedAttention(AttentionProblem):
     id, title, _name = "02.q2", "Attention, one query at a time", "looped_attention"
     _prompt = """Write `looped_attention(q, k, v, window, global_mask)` with a Python loop over
 the batch and the queries. `q, k, v` are `(B, H, T, Dh)`, `global_mask` is `(B, T)` bool. For
@@ -103,8 +103,6 @@ once. Return `(B, H, T, Dh)` and leave the inputs unchanged."""
               "is the (H, Dh) output row.")
     _congrats = "Slow, but every rule is visible. The next notebooks make it fast without changing the answer."
     _reference = looped_attention_reference
-    _compare = compare_attention
-    _no_attention = True
     _cases = HYBRID_CASES
 
 

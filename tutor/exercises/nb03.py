@@ -11,9 +11,9 @@ from ..attention import unfold_attention
 from ..attention.global_tokens import gather_tokens, global_index
 from ..attention.unfold import local_allowed, unfold_windows
 from .cases import HYBRID_CASES, LOCAL_CASES, AttnCase
-from .compare import compare_attention, compare_pairs, compare_tensor, compare_windows
+from .compare import compare_pairs, compare_tensor, compare_windows
 from .loops import loop_over_T
-from .problem import FunctionProblem
+from .problem import AttentionProblem, FunctionProblem
 
 NUMBER = "03"
 NOTEBOOK = "03_unfold_vectorization"
@@ -147,7 +147,7 @@ tensor, True where that key is a real position (`0 <= i - w + r < T`) and False 
         ("a small window", 6, 1), ("window 0", 5, 0), ("window >= T", 4, 5), ("a wider window", 9, 3)))
 
 
-class UnfoldLocalAttention(NoLoopOverT):
+class UnfoldLocalAttention(NoLoopOverT, AttentionProblem):
     id, title, _name = "03.q2", "Local attention with unfold", "unfold_local_attention"
     _prompt = """Write `unfold_local_attention(q, k, v, window)`: sliding-window attention only (no
 global token), vectorized with windows. `q, k, v` are `(B, H, T, Dh)`; return `(B, H, T, Dh)`.
@@ -173,8 +173,6 @@ def unfold_local_attention(q, k, v, window):
               "And remember the 1 / sqrt(Dh).")
     _congrats = "Same numbers as the loop, at the price of a (2w+1)-times larger K."
     _reference = unfold_local_attention_reference
-    _compare = compare_attention
-    _no_attention = True
     _cases = LOCAL_CASES
     _probe = dict(window=2, seed=40)
 
@@ -212,7 +210,7 @@ real (a sequence with fewer globals has padded slots; what they hold does not ma
         return {"x": values["k"], "global_mask": values["global_mask"]}
 
 
-class UnfoldHybridAttention(FunctionProblem):
+class UnfoldHybridAttention(AttentionProblem):
     id, title, _name = "03.q4", "Hybrid attention with unfold", "unfold_hybrid_attention"
     _prompt = """Now the whole thing: `unfold_hybrid_attention(q, k, v, window, global_mask)` →
 `(B, H, T, Dh)`, equal to dense hybrid attention. One softmax per query over `[window slots |
@@ -249,8 +247,6 @@ the window **only once** (mask its window slot). Global rows read every key: rec
               "Finally overwrite the rows of the global queries: softmax over *all* keys, times v.")
     _congrats = "No double counting, no padded slot scored, and the global rows read everything."
     _reference = unfold_hybrid_attention_reference
-    _compare = compare_attention
-    _no_attention = True
     _cases = HYBRID_CASES
 
 

@@ -12,9 +12,9 @@ from torch import Tensor
 from ..attention.blocked import blocked_hybrid_attention
 from ..masks import generate_causal_window, generate_local_window
 from .cases import HYBRID_CASES, AttnCase, Case
-from .compare import as_int, compare_attention, compare_int, compare_windows
+from .compare import as_int, compare_int, compare_windows
 from .footprint import builds_square
-from .problem import FunctionProblem
+from .problem import AttentionProblem, FunctionProblem
 
 NUMBER = "04"
 NOTEBOOK = "04_gpu_hybrid"
@@ -120,7 +120,7 @@ bool tensor that is True where the local rule allows the pair: `|i - j| <= w`, o
               Case("a bigger block, causal", {"block_size": 8, "window": 3, "causal": True}))
 
 
-class BlockedHybridAttention(FunctionProblem):
+class BlockedHybridAttention(AttentionProblem):
     id, title, _name = "04.q3", "Blocked hybrid attention", "blocked_hybrid_attention"
     _prompt = """Write `blocked_hybrid_attention(q, k, v, window, global_mask, block_size)` → `(B, H, T,
 Dh)`, equal to dense hybrid attention but working block by block: for each query block, scores
@@ -175,8 +175,6 @@ def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
     _congrats = ("tutor's blocked backend works the same way: one block of scores at a time, so its memory is "
                  "O(T·(b + 2w + G)) rather than T × T.")
     _reference = blocked_hybrid_attention_reference
-    _compare = compare_attention
-    _no_attention = True
     _cases = tuple(replace(case, block_size=b) for case, b in zip(HYBRID_CASES, _BLOCKS))
     _probe = AttnCase("memory probe", T=128, window=2, globals_=((1, 64),), H=1, Dh=4, block_size=8)
 

@@ -131,7 +131,6 @@ question, 0 elsewhere (separators, context, padding)."""
     _congrats = ("transformers' LongformerForQuestionAnswering builds the same mask itself when you pass "
                  "none; for classification, only `<s>` is global.")
     _reference = qa_global_attention_mask
-    _forbidden = ("tutor.conventions.mask_formats.qa_global_attention_mask",)
     _compare = compare_tensor
     _cases = (Case("one sequence", {"input_ids": _qa_ids([(3, 4)], 12), "sep_token_id": 2}),
               Case("questions of different lengths, padding", {"input_ids": _qa_ids([(2, 3), (5, 6), (1, 2)], 16),
@@ -169,7 +168,6 @@ look_forward, exact_windowsize)` returning the bool (T, T) table, True where que
     _congrats = ("With window_size = w, look 1/1 and exact_windowsize=True this is our |i - j| <= w: "
                  "`tutor.conventions.to_local_attention(w)`.")
     _reference = local_attention_pairs
-    _forbidden = ("tutor.conventions.pairs.local_attention_pairs",)
     _args = ("T", "window_size", "look_backward", "look_forward", "exact_windowsize")
     _compare = compare_pairs
     _cases = tuple(Case(name, dict(zip(("T", "window_size", "look_backward", "look_forward", "exact_windowsize"),

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 
 from . import progress
-from .compare import compare_number
+from .compare import compare_attention, compare_number
 from .feedback import Result, is_blank, show
 from .sandbox import CallWatcher, TimeLimitExceeded, _code_of, call_with_limit, pinned_torch, time_limit
 
@@ -237,6 +237,12 @@ class FunctionProblem(Problem):
             if problem:
                 return self._result("incorrect", f"on case {case.label}, {problem}")
         return self._result("correct", f"all {len(self._cases)} cases pass. {self._congrats}".strip())
+
+
+class AttentionProblem(FunctionProblem):
+    """The learner writes attention itself: compared as attention, and no attention of tutor may do the work."""
+    _compare: Callable = staticmethod(compare_attention)
+    _no_attention = True
 
 
 class ValueProblem(Problem):
