@@ -31,7 +31,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import List, Optional, Sequence
+from functools import partial
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -95,6 +96,43 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _points(opts, device: str, impls: List[str], skip: Callable, notes: List[str], bar) -> Iterator[tuple]:
+    """Per T: ``(s, (q, k, v, gm), kept)``, the setting, its seeded inputs and the impls that run there.
+
+    ``skip(impl, s, q=q)`` gives the reason an impl does not run at ``s`` (or None); each skipped impl
+    adds a note and ticks ``bar`` once.
+    """
+    for T in opts.T:
+        s = Setting(opts.batch, opts.heads, T, opts.head_dim, opts.window, opts.globals, opts.dtype, device)
+        q, k, v, gm = make_inputs(s)                          # (B, H, T, Dh) x 3, (B, T)
+        kept = []
+        for impl in impls:
+            reason = skip(impl, s, q=q)
+            if reason:
+                notes.append(f"skipped {impl} at T={T}: {reason}")
+                bar.update()
+            else:
+                kept.append(impl)
+        yield s, (q, k, v, gm), kept
+
+
+def _peak_mem(opts, impl: str, fn: Callable, s: Setting, mode: str) -> float:
+    """Extra MB of one call of ``fn``: on CUDA here, on CPU in a child process; NaN with ``--mem none``."""
+    if opts.mem == "none":
+        return math.nan
+    if s.device.startswith("cuda"):
+        with torch.set_grad_enabled(mode == "train"):
+            return peak_mem_here(fn, s.device, 0)
+    return peak_mem_child(impl, s, opts.threads, mode=mode)
+
+
+def _row(impl: str, backend: str, s: Setting, ms: dict, mem: float, err: float) -> dict:
+    """One result row, with the columns of :data:`.report.COLUMNS`."""
+    return dict(impl=impl.split(":")[0], backend=backend, device=s.device, dtype=s.dtype, B=s.B, H=s.H,
+                T=s.T, Dh=s.Dh, window=s.window, G=s.G, time_ms=ms[impl], peak_mem_mb=mem,
+                speedup_vs_dense=ms["dense"] / ms[impl] if "dense" in ms else math.nan, max_err=err)
+
+
 def run(opts) -> List[dict]:
     """Measure every (T, impl); returns the rows (dicts with ``COLUMNS``) and prints the table."""
     from tqdm.auto import tqdm
@@ -106,17 +144,10 @@ def run(opts) -> List[dict]:
     peaks = gpu_peaks(opts) if device.startswith("cuda") else None
     rows, notes, roof = [], [], {}
     bar = tqdm(total=len(opts.T) * len(impls), desc="bench", unit="run")
-    for T in opts.T:
-        s = Setting(opts.batch, opts.heads, T, opts.head_dim, opts.window, opts.globals, opts.dtype, device)
-        q, k, v, gm = make_inputs(s)
-        fns = {}
-        for impl in impls:
-            reason = why_skip(impl, s, q, opts.max_gb)
-            if reason:
-                notes.append(f"skipped {impl} at T={T}: {reason}")
-                bar.update()
-            else:
-                fns[impl] = runner(impl, s, q, k, v, gm)
+    skip = partial(why_skip, max_gb=opts.max_gb)
+    for s, (q, k, v, gm), kept in _points(opts, device, impls, skip, notes, bar):
+        T = s.T
+        fns = {impl: runner(impl, s, q, k, v, gm) for impl in kept}
         bar.set_postfix_str(f"T={T}: timing {len(fns)} impls")
         warm = {i: opts.warmup if ("flex" in i or i == "hybrid:auto") else min(opts.warmup, 1) for i in fns}
         with torch.no_grad():
@@ -124,18 +155,9 @@ def run(opts) -> List[dict]:
         ref = outs["dense"].float() if "dense" in outs else None
         for impl, fn in fns.items():
             bar.set_postfix_str(f"T={T} {impl}: memory")
-            if opts.mem == "none":
-                mem = math.nan
-            elif device.startswith("cuda"):
-                with torch.no_grad():
-                    mem = peak_mem_here(fn, device, 0)
-            else:
-                mem = peak_mem_child(impl, s, opts.threads)
+            mem = _peak_mem(opts, impl, fn, s, mode="forward")
             err = (outs[impl].float() - ref).abs().max().item() if ref is not None else math.nan
-            rows.append(dict(impl=impl.split(":")[0], backend=backend_name(impl, s, q), device=device,
-                             dtype=opts.dtype, B=s.B, H=s.H, T=T, Dh=s.Dh, window=s.window, G=s.G,
-                             time_ms=ms[impl], peak_mem_mb=mem,
-                             speedup_vs_dense=ms["dense"] / ms[impl] if "dense" in ms else math.nan, max_err=err))
+            rows.append(_row(impl, backend_name(impl, s, q), s, ms, mem, err))
             if peaks is not None:
                 roof[len(rows) - 1] = f"{100 * roofline(s, ms[impl], peaks):.1f}%"
             bar.update()
@@ -156,35 +178,22 @@ def run_train(opts, device: str) -> List[dict]:
     impls = (opts.impls or TRAIN_IMPLS + gpu_extra).split(",")
     rows, notes = [], []
     bar = tqdm(total=len(opts.T) * len(impls), desc="bench train", unit="run")
-    for T in opts.T:
-        s = Setting(opts.batch, opts.heads, T, opts.head_dim, opts.window, opts.globals, opts.dtype, device)
-        q, k, v, gm = make_inputs(s)
+    skip = partial(train_why_skip, max_gb=opts.max_gb)
+    for s, (q, k, v, gm), kept in _points(opts, device, impls, skip, notes, bar):
+        T = s.T
         fns = {}
-        for impl in impls:
-            reason = train_why_skip(impl, s, opts.max_gb, q)
-            if reason:
-                notes.append(f"skipped {impl} at T={T}: {reason}")
-                bar.update()
-                continue
+        for impl in kept:
             forward, step = train_runners(impl, s, q, k, v, gm)
             fns[impl], fns["forward " + impl] = step, forward
         bar.set_postfix_str(f"T={T}: timing {len(fns) // 2} impls")
         ms, outs = time_side_by_side(fns, device, opts.repeats, min(opts.warmup, 1))
         ref = outs.get("dense")
-        for impl in [i for i in impls if i in fns]:
+        for impl in kept:
             bar.set_postfix_str(f"T={T} {impl}: memory")
-            if opts.mem == "none":
-                mem = math.nan
-            elif device.startswith("cuda"):
-                mem = peak_mem_here(fns[impl], device, 0)
-            else:
-                mem = peak_mem_child(impl, s, opts.threads, mode="train")
+            mem = _peak_mem(opts, impl, fns[impl], s, mode="train")
             err = (max((a.float() - b.float()).abs().max().item() for a, b in zip(outs[impl], ref))
                    if ref is not None else math.nan)
-            rows.append(dict(impl=impl.split(":")[0], backend=train_backend_name(impl, s, q), device=device,
-                             dtype=opts.dtype, B=s.B, H=s.H, T=T, Dh=s.Dh, window=s.window, G=s.G,
-                             time_ms=ms[impl], peak_mem_mb=mem,
-                             speedup_vs_dense=ms["dense"] / ms[impl] if "dense" in ms else math.nan, max_err=err))
+            rows.append(_row(impl, train_backend_name(impl, s, q), s, ms, mem, err))
             fwd = ms["forward " + impl]
             notes.append(f"T={T} {impl}: forward {fwd:.2f} ms, backward {ms[impl] - fwd:.2f} ms "
                          f"({(ms[impl] - fwd) / fwd:.2f}x the forward)")

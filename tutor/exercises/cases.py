@@ -9,7 +9,7 @@ sitting inside other tokens' windows, different numbers of global tokens per seq
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -28,6 +28,19 @@ class Shown:
 def positions_per_row(mask: Tensor) -> str:
     """``"True at [[0], [5, 17]]"``: the True positions of each row of a (B, T) bool mask."""
     return "True at " + repr([row.nonzero().flatten().tolist() for row in mask])
+
+
+def global_mask_of(T: int, *rows: Sequence[int]) -> Tensor:
+    """(B, T) bool, B = ``len(rows)``: True at the positions listed in row b, for sequence b."""
+    gm = torch.zeros(len(rows), T, dtype=torch.bool)
+    for b, positions in enumerate(rows):
+        gm[b, list(positions)] = True
+    return gm
+
+
+def shown_global_mask(T: int, *rows: Sequence[int]) -> Shown:
+    """:func:`global_mask_of`, built at check time; a case label shows its True positions."""
+    return Shown(lambda: global_mask_of(T, *rows), positions_per_row)
 
 
 @dataclass(frozen=True)
@@ -80,10 +93,7 @@ class AttnCase:
 
     def global_mask(self) -> Tensor:
         """(B, T) bool, True at the global positions."""
-        gm = torch.zeros(self.B, self.T, dtype=torch.bool)
-        for b, positions in enumerate(self.globals_):
-            gm[b, list(positions)] = True
-        return gm
+        return global_mask_of(self.T, *self.globals_)
 
     def key_padding_mask(self) -> Tensor:
         """(B, T) bool, True on the last ``pad[b]`` positions of sequence b."""

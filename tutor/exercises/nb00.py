@@ -35,10 +35,6 @@ class LocalMask(FunctionProblem):
     _prompt = """Write `local_mask(T, window)` returning a `(T, T)` **bool** tensor whose entry
 `[i, j]` is `True` when query `i` may attend key `j`, i.e. when `|i - j| <= window`.
 Row `i` is query `i`, column `j` is key `j`. Use tensor operations (no Python loop needed)."""
-    _stub = '''def local_mask(T, window):
-    """(T, T) bool: True where |i - j| <= window."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def local_mask(T, window):
     """(T, T) bool: True where |i - j| <= window."""
     i = torch.arange(T)[:, None]          # (T, 1) query positions
@@ -52,7 +48,6 @@ Row `i` is query `i`, column `j` is key `j`. Use tensor operations (no Python lo
               "distance w itself). The comparison already gives a bool tensor.")
     _congrats = "Each row has at most 2w + 1 True entries, fewer near the edges."
     _reference = local_mask_reference
-    _args = ("T", "window")
     _compare = compare_pairs
     _forbidden = _MASK_BUILDERS
     _cases = (Case("a small window", {"T": 6, "window": 1}),
@@ -67,10 +62,6 @@ class CountLocalPairs(FunctionProblem):
     _prompt = """Write `count_local_pairs(T, window)` returning, as an `int`, how many (query, key)
 pairs the sliding window allows among `T` tokens. Mind the edges: the first and last queries have
 fewer than `2w + 1` keys. It must also be right when `window >= T`."""
-    _stub = '''def count_local_pairs(T, window):
-    """Number of (i, j) pairs with |i - j| <= window, 0 <= i, j < T."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def count_local_pairs(T, window):
     """Number of (i, j) pairs with |i - j| <= window, 0 <= i, j < T."""
     w = min(window, T - 1)                 # a window wider than the sequence adds nothing
@@ -84,7 +75,6 @@ fewer than `2w + 1` keys. It must also be right when `window >= T`."""
               "than T keys, so use w = min(window, T - 1).")
     _congrats = "That is about T(2w + 1): linear in T, where dense attention is T²."
     _reference = count_local_pairs_reference
-    _args = ("T", "window")
     _compare = compare_int
     _forbidden = _MASK_BUILDERS
     _cases = (Case("a small window", {"T": 10, "window": 2}),

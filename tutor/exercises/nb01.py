@@ -11,8 +11,8 @@ from ..attention.softmax import masked_softmax
 from ..costs import count_allowed
 from ..masks import hybrid_mask
 from .cases import HYBRID_CASES, PADDED_CASES, Case
-from .compare import compare_attention, compare_int, compare_pairs
-from .problem import FunctionProblem
+from .compare import compare_int, compare_pairs
+from .problem import AttentionProblem, FunctionProblem
 
 NUMBER = "01"
 NOTEBOOK = "01_dense_masked_attention"
@@ -77,10 +77,6 @@ class BuildHybridMask(FunctionProblem):
 True at global tokens. Return a `(B, T, T)` bool tensor, True where query `i` may attend key `j`:
 `|i - j| <= window`, **or** `i` is global (a global row reads everything), **or** `j` is global
 (everyone reads a global key). Sequences may have different numbers of global tokens."""
-    _stub = '''def build_hybrid_mask(T, window, global_mask):
-    """(B, T, T) bool: local window, plus global rows and global columns."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def build_hybrid_mask(T, window, global_mask):
     """(B, T, T) bool: local window, plus global rows and global columns."""
     i = torch.arange(T)[:, None]                          # (T, 1)
@@ -95,7 +91,6 @@ True at global tokens. Return a `(B, T, T)` bool tensor, True where query `i` ma
               "Longformer's global attention is symmetric: you need both the rows and the columns.")
     _congrats = "Rows and columns of the global tokens are full: they read everything and everyone reads them."
     _reference = build_hybrid_mask_reference
-    _args = ("T", "window", "global_mask")
     _compare = compare_pairs
     _forbidden = _MASK_BUILDERS
     _cases = HYBRID_CASES
@@ -107,10 +102,6 @@ class CountAllowedPairs(FunctionProblem):
 global tokens sit at the positions in the list `global_positions`. Return, as an `int`, how many
 (query, key) pairs are allowed. A pair allowed by two rules (a global key inside a local window,
 two global tokens) still counts **once**."""
-    _stub = '''def count_allowed_pairs(T, window, global_positions):
-    """Number of allowed (i, j) pairs, each counted once."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def count_allowed_pairs(T, window, global_positions):
     """Number of allowed (i, j) pairs, each counted once."""
     g = set(global_positions)
@@ -124,7 +115,6 @@ two global tokens) still counts **once**."""
               "pair once (or sum your hybrid mask from question 1).")
     _congrats = "A set-like rule (any of the reasons) is exactly what the softmax must see: each pair once."
     _reference = count_allowed_pairs_reference
-    _args = ("T", "window", "global_positions")
     _compare = compare_int
     _forbidden = _MASK_BUILDERS
     _cases = (Case("no global token", {"T": 10, "window": 2, "global_positions": []}),
@@ -141,10 +131,6 @@ class SafeMaskedSoftmax(FunctionProblem):
 only uses entries where the bool tensor `allowed` is True (it broadcasts against `scores`, e.g.
 `(B, 1, T, T)` against `(B, H, T, T)`). Disallowed entries must come out exactly 0, and a row with
 **no** allowed entry must come out as all zeros, never NaN. Scores can be large (think 100)."""
-    _stub = '''def safe_masked_softmax(scores, allowed):
-    """Softmax over the last dim restricted to `allowed`; empty rows give zeros."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def safe_masked_softmax(scores, allowed):
     """Softmax over the last dim restricted to `allowed`; empty rows give zeros."""
     p = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)  # NaN on empty rows
@@ -159,9 +145,7 @@ only uses entries where the bool tensor `allowed` is True (it broadcasts against
               "by zeros (`torch.where`).")
     _congrats = "No NaN, no probability on a forbidden key, and it works in float16 too."
     _reference = masked_softmax
-    _args = ("scores", "allowed")
     _compare = compare_probabilities
-    _forbidden = ("tutor.attention.softmax.masked_softmax",)
     _cases = (Case("one mask for all heads: scores (2, 2, 6, 6), allowed (2, 1, 6, 6)",
                    _softmax_inputs(21, 2, 2, 6, 1.0, True)),
               Case("a mask per head: scores (1, 3, 5, 5), allowed (1, 3, 5, 5)",
@@ -172,19 +156,13 @@ only uses entries where the bool tensor `allowed` is True (it broadcasts against
                    _softmax_inputs(24, 2, 2, 6, 6.0, True, torch.float16)))
 
 
-class DenseMaskedAttention(FunctionProblem):
+class DenseMaskedAttention(AttentionProblem):
     id, title, _name = "01.q4", "Dense masked attention with padding", "dense_masked_attention"
     _prompt = """Write `dense_masked_attention(q, k, v, window, global_mask, key_padding_mask)`.
 `q, k, v` are `(B, H, T, Dh)`; both masks are `(B, T)` bool (`key_padding_mask` True = padding).
 Return `(B, H, T, Dh)`: `softmax(q·kᵀ / sqrt(Dh))` over the allowed keys, times `v`. Padded keys
 are never read, and padded queries (and any query with no allowed key) output zeros. You may use
 `tutor.masks.hybrid_mask` and your `safe_masked_softmax`."""
-    _stub = '''from tutor.masks import hybrid_mask
-
-def dense_masked_attention(q, k, v, window, global_mask, key_padding_mask):
-    """(B, H, T, Dh): hybrid local + global attention, computed densely."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.masks import hybrid_mask
 
 def dense_masked_attention(q, k, v, window, global_mask, key_padding_mask):
@@ -202,9 +180,6 @@ def dense_masked_attention(q, k, v, window, global_mask, key_padding_mask):
               "rows (question 3) so fully padded rows do not become NaN.")
     _congrats = "This is the reference every faster implementation in the course must match."
     _reference = dense_masked_attention_reference
-    _args = ("q", "k", "v", "window", "global_mask", "key_padding_mask")
-    _compare = compare_attention
-    _no_attention = True
     _cases = PADDED_CASES
 
 

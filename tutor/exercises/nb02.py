@@ -6,8 +6,8 @@ from typing import List, Sequence
 from ..attention import looped_attention
 from ..attention.looped import allowed_keys
 from .cases import HYBRID_CASES, Case
-from .compare import compare_attention, compare_sorted_ints
-from .problem import FunctionProblem
+from .compare import compare_sorted_ints
+from .problem import AttentionProblem, FunctionProblem
 
 NUMBER = "02"
 NOTEBOOK = "02_looped_sparse_attention"
@@ -56,10 +56,6 @@ class AllowedKeys(FunctionProblem):
 `|i - j| <= window` (inside `0 .. T-1`), every global key, and, if `i` itself is global, every key.
 No key may appear twice. (`tutor.attention.looped.allowed_keys` has the same four arguments, and two
 optional ones for later: `is_pad` and `causal`.)"""
-    _stub = '''def allowed_keys(i, T, window, is_global):
-    """Sorted list of the keys query i may attend."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def allowed_keys(i, T, window, is_global):
     """Sorted list of the keys query i may attend."""
     if is_global[i]:
@@ -75,23 +71,18 @@ optional ones for later: `is_pad` and `causal`.)"""
               "all T keys.")
     _congrats = "The set makes 'each pair once' automatic, and the global row is just 'all keys'."
     _reference = allowed_keys_reference
-    _args = ("i", "T", "window", "is_global")
     _compare = compare_sorted_ints
     _forbidden = _KEY_BUILDERS
     _cases = _key_cases()
 
 
-class LoopedAttention(FunctionProblem):
+class LoopedAttention(AttentionProblem):
     id, title, _name = "02.q2", "Attention, one query at a time", "looped_attention"
     _prompt = """Write `looped_attention(q, k, v, window, global_mask)` with a Python loop over
 the batch and the queries. `q, k, v` are `(B, H, T, Dh)`, `global_mask` is `(B, T)` bool. For
 query `i` of sequence `batch`, score only its allowed keys (your `allowed_keys`), scale by
 `1 / sqrt(Dh)`, take a softmax over those keys and average their values. All heads can be done at
 once. Return `(B, H, T, Dh)` and leave the inputs unchanged."""
-    _stub = '''def looped_attention(q, k, v, window, global_mask):
-    """(B, H, T, Dh): hybrid attention with a loop over (batch, i)."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def looped_attention(q, k, v, window, global_mask):
     """(B, H, T, Dh): hybrid attention with a loop over (batch, i)."""
     B, H, T, Dh = q.shape
@@ -112,9 +103,6 @@ once. Return `(B, H, T, Dh)` and leave the inputs unchanged."""
               "is the (H, Dh) output row.")
     _congrats = "Slow, but every rule is visible. The next notebooks make it fast without changing the answer."
     _reference = looped_attention_reference
-    _args = ("q", "k", "v", "window", "global_mask")
-    _compare = compare_attention
-    _no_attention = True
     _cases = HYBRID_CASES
 
 
@@ -124,10 +112,6 @@ class CausalAllowedKeys(FunctionProblem):
 is_global)`: the sorted keys query `i` may attend when, **on top of** the rules of question 1,
 every key must satisfy `j <= i`. (So a global query reads every *earlier* key, and a global key is
 read only by queries at or after it.)"""
-    _stub = '''def causal_allowed_keys(i, T, window, is_global):
-    """Sorted keys query i may attend under the causal rule."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def causal_allowed_keys(i, T, window, is_global):
     """Sorted keys query i may attend under the causal rule."""
     return [j for j in allowed_keys(i, T, window, is_global) if j <= i]   # causal = and j <= i
@@ -137,7 +121,6 @@ read only by queries at or after it.)"""
               "`0 <= i - j <= window`.")
     _congrats = "Causal is one more 'and': it also trims the global rows and columns."
     _reference = causal_allowed_keys_reference
-    _args = ("i", "T", "window", "is_global")
     _compare = compare_sorted_ints
     _forbidden = _KEY_BUILDERS
     _cases = _key_cases()

@@ -11,9 +11,9 @@ from ..attention import unfold_attention
 from ..attention.global_tokens import gather_tokens, global_index
 from ..attention.unfold import local_allowed, unfold_windows
 from .cases import HYBRID_CASES, LOCAL_CASES, AttnCase
-from .compare import compare_attention, compare_pairs, compare_tensor, compare_windows
+from .compare import compare_pairs, compare_tensor, compare_windows
 from .loops import loop_over_T
-from .problem import FunctionProblem
+from .problem import AttentionProblem, FunctionProblem
 
 NUMBER = "03"
 NOTEBOOK = "03_unfold_vectorization"
@@ -130,10 +130,6 @@ class WindowEdgeMask(FunctionProblem):
     _prompt = """After padding K with `w` zeros on each side and unfolding, slot `r` of query `i`
 holds key `i - w + r`. Write `window_edge_mask(T, window)` returning a `(T, 2*window + 1)` bool
 tensor, True where that key is a real position (`0 <= i - w + r < T`) and False where it is padding."""
-    _stub = '''def window_edge_mask(T, window):
-    """(T, 2w+1) bool: True where slot r of query i is a real key."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def window_edge_mask(T, window):
     """(T, 2w+1) bool: True where slot r of query i is a real key."""
     i = torch.arange(T)[:, None]                   # (T, 1) query positions
@@ -145,27 +141,19 @@ tensor, True where that key is a real position (`0 <= i - w + r < T`) and False 
               "Broadcast a (T, 1) column of i against a (1, 2w+1) row of r; keep 0 <= j < T.")
     _congrats = "Those False slots hold zeros after padding; scored as keys they would steal probability."
     _reference = window_edge_mask_reference
-    _args = ("T", "window")
     _compare = compare_windows
     _forbidden = ("tutor.attention.unfold.unfold_windows", "tutor.attention.unfold.local_allowed")
     _cases = tuple(AttnCase(n, T=T, window=w) for n, T, w in (
         ("a small window", 6, 1), ("window 0", 5, 0), ("window >= T", 4, 5), ("a wider window", 9, 3)))
 
 
-class UnfoldLocalAttention(NoLoopOverT):
+class UnfoldLocalAttention(NoLoopOverT, AttentionProblem):
     id, title, _name = "03.q2", "Local attention with unfold", "unfold_local_attention"
     _prompt = """Write `unfold_local_attention(q, k, v, window)`: sliding-window attention only (no
 global token), vectorized with windows. `q, k, v` are `(B, H, T, Dh)`; return `(B, H, T, Dh)`.
 Use `tutor.attention.unfold.unfold_windows(x, window)` (`(B, H, T, Dh)` → `(B, H, T, 2w+1, Dh)`,
 zero-padded) and `tutor.attention.softmax.masked_softmax(scores, allowed)`; mask the edge slots.
 No Python loop over T (the check runs your function at two lengths and counts its lines)."""
-    _stub = '''from tutor.attention.unfold import unfold_windows
-from tutor.attention.softmax import masked_softmax
-
-def unfold_local_attention(q, k, v, window):
-    """(B, H, T, Dh): local attention over unfolded windows."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.attention.unfold import unfold_windows
 from tutor.attention.softmax import masked_softmax
 
@@ -185,9 +173,6 @@ def unfold_local_attention(q, k, v, window):
               "And remember the 1 / sqrt(Dh).")
     _congrats = "Same numbers as the loop, at the price of a (2w+1)-times larger K."
     _reference = unfold_local_attention_reference
-    _args = ("q", "k", "v", "window")
-    _compare = compare_attention
-    _no_attention = True
     _cases = LOCAL_CASES
     _probe = dict(window=2, seed=40)
 
@@ -199,10 +184,6 @@ class GatherGlobals(FunctionProblem):
 the largest count over the batch. Return a pair `(x_g, valid)`: `x_g` `(B, H, G, D)` holds the
 global tokens of each sequence in position order, and `valid` `(B, G)` bool says which slots are
 real (a sequence with fewer globals has padded slots; what they hold does not matter)."""
-    _stub = '''def gather_globals(x, global_mask):
-    """x (B, H, T, D) -> (x_g (B, H, G, D), valid (B, G))."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def gather_globals(x, global_mask):
     """x (B, H, T, D) -> (x_g (B, H, G, D), valid (B, G))."""
     B, H, T, D = x.shape
@@ -220,7 +201,6 @@ real (a sequence with fewer globals has padded slots; what they hold does not ma
               "`x.gather(2, idx[:, None, :, None].expand(B, H, G, D))` picks those tokens per sequence.")
     _congrats = "The invalid slots must be masked wherever they are used: they are not real keys."
     _reference = gather_globals_reference
-    _args = ("x", "global_mask")
     _compare = compare_gathered
     _forbidden = ("tutor.attention.global_tokens.global_index", "tutor.attention.global_tokens.gather_tokens")
     _cases = _GLOBAL_CASES
@@ -230,17 +210,13 @@ real (a sequence with fewer globals has padded slots; what they hold does not ma
         return {"x": values["k"], "global_mask": values["global_mask"]}
 
 
-class UnfoldHybridAttention(FunctionProblem):
+class UnfoldHybridAttention(AttentionProblem):
     id, title, _name = "03.q4", "Hybrid attention with unfold", "unfold_hybrid_attention"
     _prompt = """Now the whole thing: `unfold_hybrid_attention(q, k, v, window, global_mask)` →
 `(B, H, T, Dh)`, equal to dense hybrid attention. One softmax per query over `[window slots |
 global columns]`: mask edge slots, mask padded global slots, and score a global key that also sits in
 the window **only once** (mask its window slot). Global rows read every key: recompute them densely
 (only G of them). Reuse your `window_edge_mask` and `gather_globals`."""
-    _stub = '''def unfold_hybrid_attention(q, k, v, window, global_mask):
-    """(B, H, T, Dh): local windows + global columns in one softmax, global rows dense."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def unfold_hybrid_attention(q, k, v, window, global_mask):
     """(B, H, T, Dh): local windows + global columns in one softmax, global rows dense."""
     B, H, T, Dh = q.shape
@@ -271,9 +247,6 @@ the window **only once** (mask its window slot). Global rows read every key: rec
               "Finally overwrite the rows of the global queries: softmax over *all* keys, times v.")
     _congrats = "No double counting, no padded slot scored, and the global rows read everything."
     _reference = unfold_hybrid_attention_reference
-    _args = ("q", "k", "v", "window", "global_mask")
-    _compare = compare_attention
-    _no_attention = True
     _cases = HYBRID_CASES
 
 
@@ -285,10 +258,6 @@ the window probabilities (0 on masked slots), `p_glob` `(B, H, T, G)` the global
 invalid slots), `global_idx` `(B, G)` long the key position of each global column (0 where
 invalid). Slot `r` of row `i` belongs to column `i - w + r`. No Python loop over T: use `scatter_add`
 (the check runs your function at two lengths and counts its lines)."""
-    _stub = '''def scatter_attention_map(p_loc, p_glob, global_idx, window):
-    """(B, H, T, T) map: window slots and global columns scattered to their key columns."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def scatter_attention_map(p_loc, p_glob, global_idx, window):
     """(B, H, T, T) map: window slots and global columns scattered to their key columns."""
     B, H, T, R = p_loc.shape
@@ -307,7 +276,6 @@ invalid). Slot `r` of row `i` belongs to column `i - w + r`. No Python loop over
               "columns `global_idx[:, None, None, :].expand(B, H, T, G)`.")
     _congrats = "Two scatters: that is how tutor rebuilds the map for the plots."
     _reference = scatter_map_reference
-    _args = ("p_loc", "p_glob", "global_idx", "window")
     _compare = compare_pairs
     _no_attention = True
     _cases = HYBRID_CASES

@@ -12,9 +12,9 @@ from torch import Tensor
 from ..attention.blocked import blocked_hybrid_attention
 from ..masks import generate_causal_window, generate_local_window
 from .cases import HYBRID_CASES, AttnCase, Case
-from .compare import as_int, compare_attention, compare_int, compare_windows
+from .compare import as_int, compare_int, compare_windows
 from .footprint import builds_square
-from .problem import FunctionProblem
+from .problem import AttentionProblem, FunctionProblem
 
 NUMBER = "04"
 NOTEBOOK = "04_gpu_hybrid"
@@ -74,10 +74,6 @@ class KeySpan(FunctionProblem):
 range of key positions query block `n` needs (its queries are `n*block_size ... n*block_size +
 block_size - 1`, each reading keys within `window`), clipped to the sequence `0 ... T-1`. The
 last block may be shorter than `block_size`."""
-    _stub = '''def key_span(n, block_size, window, T):
-    """(start, stop): the keys block n needs, stop exclusive, clipped to 0..T."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def key_span(n, block_size, window, T):
     """(start, stop): the keys block n needs, stop exclusive, clipped to 0..T."""
     first, last = n * block_size, (n + 1) * block_size - 1        # query positions of block n
@@ -88,7 +84,6 @@ last block may be shorter than `block_size`."""
               "Half-open means stop = last key + 1. Clip with `max(0, ...)` and `min(T, ...)`.")
     _congrats = "Before clipping the span always has b + 2w keys: that fixed width is what makes blocks batchable."
     _reference = key_span_reference
-    _args = ("n", "block_size", "window", "T")
     _compare = compare_span
     _cases = (Case("the first block", {"n": 0, "block_size": 4, "window": 2, "T": 20}),
               Case("a middle block", {"n": 2, "block_size": 4, "window": 2, "T": 20}),
@@ -104,10 +99,6 @@ class BlockBandMask(FunctionProblem):
 key `n*b - w + c`. Write `block_band_mask(block_size, window, causal)` returning the `(b, b + 2w)`
 bool tensor that is True where the local rule allows the pair: `|i - j| <= w`, or with
 `causal=True`, `0 <= i - j <= w`. It is the same for every block (edges are handled separately)."""
-    _stub = '''def block_band_mask(block_size, window, causal):
-    """(b, b+2w) bool: local rule between query offset a and span slot c."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def block_band_mask(block_size, window, causal):
     """(b, b+2w) bool: local rule between query offset a and span slot c."""
     a = torch.arange(block_size)[:, None]                    # (b, 1) query offsets
@@ -120,7 +111,6 @@ bool tensor that is True where the local rule allows the pair: `|i - j| <= w`, o
               "d = a - c + w.")
     _congrats = "A diagonal band of width 2w + 1 (or w + 1 when causal) inside a b × (b + 2w) tile."
     _reference = block_band_mask_reference
-    _args = ("block_size", "window", "causal")
     _compare = compare_windows
     _forbidden = ("tutor.masks.generate_local_window", "tutor.masks.generate_causal_window")
     _cases = (Case("a small block", {"block_size": 4, "window": 2, "causal": False}),
@@ -130,7 +120,7 @@ bool tensor that is True where the local rule allows the pair: `|i - j| <= w`, o
               Case("a bigger block, causal", {"block_size": 8, "window": 3, "causal": True}))
 
 
-class BlockedHybridAttention(FunctionProblem):
+class BlockedHybridAttention(AttentionProblem):
     id, title, _name = "04.q3", "Blocked hybrid attention", "blocked_hybrid_attention"
     _prompt = """Write `blocked_hybrid_attention(q, k, v, window, global_mask, block_size)` → `(B, H, T,
 Dh)`, equal to dense hybrid attention but working block by block: for each query block, scores
@@ -140,15 +130,6 @@ multiple of `block_size`. Allowed helpers: `masked_softmax`, `global_index`, `ga
 from `tutor.attention.softmax` and `tutor.attention.global_tokens`, and your `block_band_mask`.
 Never build the `(T, T)` scores: the check also runs your function at T = 128 and looks at the
 largest tensor it creates."""
-    _stub = '''import math
-import torch.nn.functional as F
-from tutor.attention.softmax import masked_softmax
-from tutor.attention.global_tokens import gather_tokens, global_index
-
-def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
-    """(B, H, T, Dh): query blocks against key spans + global columns; global rows dense."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''import math
 import torch.nn.functional as F
 from tutor.attention.softmax import masked_softmax
@@ -194,9 +175,6 @@ def blocked_hybrid_attention(q, k, v, window, global_mask, block_size):
     _congrats = ("tutor's blocked backend works the same way: one block of scores at a time, so its memory is "
                  "O(T·(b + 2w + G)) rather than T × T.")
     _reference = blocked_hybrid_attention_reference
-    _args = ("q", "k", "v", "window", "global_mask", "block_size")
-    _compare = compare_attention
-    _no_attention = True
     _cases = tuple(replace(case, block_size=b) for case, b in zip(HYBRID_CASES, _BLOCKS))
     _probe = AttnCase("memory probe", T=128, window=2, globals_=((1, 64),), H=1, Dh=4, block_size=8)
 
@@ -222,10 +200,6 @@ class BlockedScoreElements(FunctionProblem):
 query blocks at once? Write `blocked_score_elements(B, H, T, window, block_size, G)` → `int`:
 per batch element and head, `ceil(T / b)` blocks of `b` query rows (the last block is padded to `b`)
 with `b + 2w` span columns plus `G` global columns each, plus the `G` dense global rows of `T` keys."""
-    _stub = '''def blocked_score_elements(B, H, T, window, block_size, G):
-    """Score entries of the blocked hybrid: all blocks at once plus the global rows."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def blocked_score_elements(B, H, T, window, block_size, G):
     """Score entries of the blocked hybrid: all blocks at once plus the global rows."""
     n_blocks = -(-T // block_size)                                 # ceil(T / b)
@@ -237,7 +211,6 @@ with `b + 2w` span columns plus `G` global columns each, plus the `G` dense glob
               "Add the global rows: G × T. Compare with dense: T × T.")
     _congrats = "For T = 16384, b = w = 256, G = 4 that is about 21 times fewer entries than dense scores, and the gap grows with T."
     _reference = blocked_score_elements_reference
-    _args = ("B", "H", "T", "window", "block_size", "G")
     _compare = compare_int
     _cases = (Case("one block fits exactly", {"B": 1, "H": 1, "T": 8, "window": 2, "block_size": 4, "G": 0}),
               Case("a padded last block", {"B": 1, "H": 1, "T": 10, "window": 2, "block_size": 4, "G": 0}),

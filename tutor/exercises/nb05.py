@@ -10,7 +10,7 @@ from torch import Tensor
 from ..costs import count_allowed
 from ..masks import create_mask, generate_dilated_window, hybrid_mask
 from ..patterns import bigbird_random_table, generate_block_sparse, layout_from_table
-from .cases import Case, Shown, positions_per_row
+from .cases import Case, Shown, global_mask_of, shown_global_mask
 from .compare import compare_int, compare_pairs
 from .problem import FunctionProblem
 
@@ -42,8 +42,7 @@ def bigbird_mask_reference(T: int, window: int, global_mask: Tensor, block_size:
 def count_bigbird_pairs_reference(T: int, window: int, global_positions: List[int], block_size: int,
                                   random_blocks: Tensor) -> int:
     """Allowed pairs of one sequence under the BigBird rule, each counted once."""
-    gm = torch.zeros(1, T, dtype=torch.bool)
-    gm[0, list(global_positions)] = True
+    gm = global_mask_of(T, global_positions)                               # (1, T)
     return count_allowed(bigbird_mask_reference(T, window, gm, block_size, random_blocks))
 
 
@@ -52,25 +51,12 @@ def _table(T: int, block_size: int, n_rand: int, seed: int):
     return Shown(lambda: bigbird_random_table(T, block_size, n_rand, seed))
 
 
-def _globals(T: int, *rows):
-    def build():
-        gm = torch.zeros(len(rows), T, dtype=torch.bool)
-        for b, positions in enumerate(rows):
-            gm[b, list(positions)] = True
-        return gm
-    return Shown(build, positions_per_row)
-
-
 class DilatedMask(FunctionProblem):
     id, title, _name = "05.q1", "A dilated window", "dilated_mask"
     _prompt = """Write `dilated_mask(T, window, dilation)` returning a `(T, T)` bool tensor, True where
 query `i` may read key `j` in a dilated window: `j = i + k * dilation` for some integer
 `k` with `|k| <= window`. Each query still reads `2 * window + 1` keys (fewer at the edges), spread
 over `2 * window * dilation + 1` positions. `dilation = 1` is the ordinary sliding window."""
-    _stub = '''def dilated_mask(T, window, dilation):
-    """(T, T) bool: keys at distance k * dilation, |k| <= window."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def dilated_mask(T, window, dilation):
     """(T, T) bool: keys at distance k * dilation, |k| <= window."""
     d = torch.arange(T)[:, None] - torch.arange(T)[None, :]          # (T, T) i - j
@@ -82,7 +68,6 @@ over `2 * window * dilation + 1` positions. `dilation = 1` is the ordinary slidi
               "`(d.abs() <= window * dilation) & (d % dilation == 0)` with `d = i - j`.")
     _congrats = "Same number of pairs as a window of w, but each layer reaches d times further."
     _reference = dilated_mask_reference
-    _args = ("T", "window", "dilation")
     _compare = compare_pairs
     _forbidden = ("tutor.masks.generate_dilated_window", "tutor.masks.hybrid_mask", "tutor.masks.hybrid_mask_mod")
     _cases = (Case("dilation 1 is the sliding window", {"T": 8, "window": 2, "dilation": 1}),
@@ -102,12 +87,6 @@ blocks: query `i` lies in block `i // block_size`, and that block reads the key 
 sequence). Write `bigbird_mask(T, window, global_mask, block_size, random_blocks)` returning the
 `(B, T, T)` bool mask. `T` need not be a multiple of `block_size`. You may use `tutor.masks.hybrid_mask`
 for the window and the global tokens."""
-    _stub = '''from tutor.masks import hybrid_mask
-
-def bigbird_mask(T, window, global_mask, block_size, random_blocks):
-    """(B, T, T) bool: window or global or a random key block of the query's block."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.masks import hybrid_mask
 
 def bigbird_mask(T, window, global_mask, block_size, random_blocks):
@@ -127,18 +106,17 @@ def bigbird_mask(T, window, global_mask, block_size, random_blocks):
               "OR it with `hybrid_mask(T, window, global_mask)`; a pair allowed twice is still one True.")
     _congrats = "Window + global + random: the three ingredients BigBird needs to keep a Transformer's expressiveness."
     _reference = bigbird_mask_reference
-    _args = ("T", "window", "global_mask", "block_size", "random_blocks")
     _compare = compare_pairs
     _forbidden = _BLOCK_BUILDERS
-    _cases = (Case("one random block each", {"T": 16, "window": 1, "global_mask": _globals(16, (0,)),
+    _cases = (Case("one random block each", {"T": 16, "window": 1, "global_mask": shown_global_mask(16, (0,)),
                                                "block_size": 4, "random_blocks": _table(16, 4, 1, 0)}),
-              Case("a partial last block", {"T": 18, "window": 2, "global_mask": _globals(18, (0,), (5, 17)),
+              Case("a partial last block", {"T": 18, "window": 2, "global_mask": shown_global_mask(18, (0,), (5, 17)),
                                             "block_size": 4, "random_blocks": _table(18, 4, 2, 1)}),
-              Case("no global token, window 0", {"T": 12, "window": 0, "global_mask": _globals(12, ()),
+              Case("no global token, window 0", {"T": 12, "window": 0, "global_mask": shown_global_mask(12, ()),
                                                  "block_size": 3, "random_blocks": _table(12, 3, 1, 2)}),
-              Case("no random block", {"T": 10, "window": 1, "global_mask": _globals(10, (9,)),
+              Case("no random block", {"T": 10, "window": 1, "global_mask": shown_global_mask(10, (9,)),
                                        "block_size": 5, "random_blocks": _table(10, 5, 0, 3)}),
-              Case("blocks of one token", {"T": 9, "window": 1, "global_mask": _globals(9, (4,), ()),
+              Case("blocks of one token", {"T": 9, "window": 1, "global_mask": shown_global_mask(9, (4,), ()),
                                            "block_size": 1, "random_blocks": _table(9, 1, 2, 4)}))
 
 
@@ -149,10 +127,6 @@ class CountBigBirdPairs(FunctionProblem):
 random_blocks)` returning, as an `int`, how many `(query, key)` pairs the BigBird rule of question 2
 allows. A pair allowed by several rules (a random block overlapping the window, a global key inside a
 random block) counts **once**; the last block may be shorter than `block_size`."""
-    _stub = '''def count_bigbird_pairs(T, window, global_positions, block_size, random_blocks):
-    """Allowed (i, j) pairs of one sequence under window + global + random blocks."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def count_bigbird_pairs(T, window, global_positions, block_size, random_blocks):
     """Allowed (i, j) pairs of one sequence under window + global + random blocks."""
     gm = torch.zeros(1, T, dtype=torch.bool)
@@ -165,7 +139,6 @@ random block) counts **once**; the last block may be shorter than `block_size`."
               "`int(mask.sum())` returns a plain int.")
     _congrats = "About T(2w + 1 + n_rand·b) + 2GT pairs: still linear in T for fixed w, n_rand, b and G."
     _reference = count_bigbird_pairs_reference
-    _args = ("T", "window", "global_positions", "block_size", "random_blocks")
     _compare = compare_int
     _forbidden = _BLOCK_BUILDERS + ("tutor.costs.count_allowed",)
     _cases = (Case("no global token", {"T": 16, "window": 1, "global_positions": [], "block_size": 4,

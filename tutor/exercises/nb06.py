@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..masks import hybrid_mask
 from ..training import MarkerTask, make_batch, receptive_field
-from .cases import Case, Shown, positions_per_row
+from .cases import Case, shown_global_mask
 from .compare import compare_int, compare_tensor, tensor_problem
 from .problem import FunctionProblem
 
@@ -58,15 +58,6 @@ def _batch(T: int, B: int, min_distance: int, seed: int, part: int):
     return lambda: make_batch(task, B, torch.Generator().manual_seed(seed))[part]
 
 
-def _globals(T: int, *rows):
-    def build():
-        gm = torch.zeros(len(rows), T, dtype=torch.bool)
-        for b, positions in enumerate(rows):
-            gm[b, list(positions)] = True
-        return gm
-    return Shown(build, positions_per_row)
-
-
 def compare_global_choice(got, expected: Tensor, case) -> Optional[str]:
     """A (B, T) bool mask with at most one global token per sequence that lets [CLS] see the marker."""
     problem = tensor_problem(got, expected, "your global_mask")
@@ -104,10 +95,6 @@ class LayersNeeded(FunctionProblem):
 so after `L` layers its output depends on tokens up to `L * window` away (`tutor.training.receptive_field`).
 Write `layers_needed(p, q, window)` returning, as an `int`, the fewest layers after which the output at
 position `p` can depend on the token at position `q` (`window >= 1`; `p == q` needs no layer)."""
-    _stub = '''def layers_needed(p, q, window):
-    """Fewest local-only layers connecting position q to position p's output."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def layers_needed(p, q, window):
     """Fewest local-only layers connecting position q to position p's output."""
     distance = abs(p - q)
@@ -118,7 +105,6 @@ position `p` can depend on the token at position `q` (`window >= 1`; `p == q` ne
               "`-(-d // w)` is `ceil(d / w)` for integers, without floats.")
     _congrats = "A marker 100 tokens from [CLS] needs 13 layers of window 8: far more than a small model has."
     _reference = layers_needed_reference
-    _args = ("p", "q", "window")
     _compare = compare_int
     _cases = (Case("an exact multiple", {"p": 0, "q": 40, "window": 8}),
               Case("one past a multiple", {"p": 0, "q": 41, "window": 8}),
@@ -137,12 +123,6 @@ n_layers)` returning a `(B, T)` bool tensor, True for the tokens whose value can
 position 0 ([CLS]) within `n_layers` layers. Start from `{0}` and, layer by layer, add every key
 that an already reached position may read. Every position reads itself (distance 0), so what was
 reached stays reached."""
-    _stub = '''from tutor.masks import hybrid_mask
-
-def cls_influence(T, window, global_mask, n_layers):
-    """(B, T) bool: tokens that can influence position 0 within n_layers layers."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.masks import hybrid_mask
 
 def cls_influence(T, window, global_mask, n_layers):
@@ -162,19 +142,22 @@ def cls_influence(T, window, global_mask, n_layers):
               "reads every key: with one global token, two layers reach everything.")
     _congrats = "With [CLS] global, one layer reaches every token; any other single global token needs two."
     _reference = cls_influence_reference
-    _args = ("T", "window", "global_mask", "n_layers")
     _compare = compare_tensor
-    _cases = (Case("no global token", {"T": 24, "window": 3, "global_mask": _globals(24, ()), "n_layers": 2}),
-              Case("[CLS] global, one layer", {"T": 24, "window": 2, "global_mask": _globals(24, (0,)),
+    _cases = (Case("no global token", {"T": 24, "window": 3, "global_mask": shown_global_mask(24, ()),
+                                       "n_layers": 2}),
+              Case("[CLS] global, one layer", {"T": 24, "window": 2, "global_mask": shown_global_mask(24, (0,)),
                                                "n_layers": 1}),
               Case("a global token in the middle, one layer", {"T": 30, "window": 2,
-                                                               "global_mask": _globals(30, (15,)), "n_layers": 1}),
+                                                               "global_mask": shown_global_mask(30, (15,)),
+                                                               "n_layers": 1}),
               Case("a global token in the middle, two layers", {"T": 30, "window": 2,
-                                                                "global_mask": _globals(30, (15,)), "n_layers": 2}),
-              Case("different globals per sequence", {"T": 20, "window": 1, "global_mask": _globals(20, (), (9,), (0,)),
+                                                                "global_mask": shown_global_mask(30, (15,)),
+                                                                "n_layers": 2}),
+              Case("different globals per sequence", {"T": 20, "window": 1,
+                                                      "global_mask": shown_global_mask(20, (), (9,), (0,)),
                                                       "n_layers": 3}),
-              Case("window 0", {"T": 10, "window": 0, "global_mask": _globals(10, (6,)), "n_layers": 1}),
-              Case("zero layers", {"T": 8, "window": 2, "global_mask": _globals(8, (3,)), "n_layers": 0}))
+              Case("window 0", {"T": 10, "window": 0, "global_mask": shown_global_mask(10, (6,)), "n_layers": 1}),
+              Case("zero layers", {"T": 8, "window": 2, "global_mask": shown_global_mask(8, (3,)), "n_layers": 0}))
 
 
 class ChooseGlobalMask(FunctionProblem):
@@ -187,10 +170,6 @@ answer at position 0. Write `choose_global_mask(tokens, window, n_layers)` retur
 in every sequence *wherever it lands*: the model does not know where the marker is, so every position
 must be able to reach position 0. The check runs your mask through the reachability of question 2
 on fresh batches, with 1 and 2 layers."""
-    _stub = '''def choose_global_mask(tokens, window, n_layers):
-    """(B, T) bool: at most one global token per sequence; [CLS] must be able to see the marker."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def choose_global_mask(tokens, window, n_layers):
     """(B, T) bool: at most one global token per sequence; [CLS] must be able to see the marker."""
     global_mask = torch.zeros(tokens.shape, dtype=torch.bool)   # (B, T)
@@ -204,7 +183,6 @@ on fresh batches, with 1 and 2 layers."""
     _congrats = ("With one layer only a global [CLS] lets every position through: this is why Longformer makes "
                  "[CLS] global for classification, one token with a direct line to everything.")
     _reference = choose_global_mask_reference
-    _args = ("tokens", "window", "n_layers")
     _compare = compare_global_choice
     _cases = tuple(
         Case(name, {"tokens": _batch(T, B, dist, seed, 0), "window": w, "n_layers": L, "T": T, "B": B,

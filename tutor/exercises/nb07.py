@@ -82,10 +82,6 @@ class SoftmaxBackward(FunctionProblem):
 with respect to `p`. Write `softmax_backward(p, dp)` returning `ds`, the gradient with respect to `s`
 (same shape as `p`). The Jacobian is `∂p_j/∂s_k = p_j (δ_jk − p_k)`; multiplied by `dp` it needs
 no (n × n) matrix at all. Masked keys have `p = 0`, and a row with no allowed key is all zeros."""
-    _stub = '''def softmax_backward(p, dp):
-    """ds (..., n): gradient w.r.t. the scores s of p = softmax(s), given dp."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def softmax_backward(p, dp):
     """ds (..., n): gradient w.r.t. the scores s of p = softmax(s), given dp."""
     D = (p * dp).sum(-1, keepdim=True)        # (..., 1): one number per row
@@ -99,7 +95,6 @@ no (n × n) matrix at all. Masked keys have `p = 0`, and a row with no allowed k
                  "also equals rowsum(dO ∘ O), which needs no P at all.")
     _reference = softmax_backward_reference
     _forbidden = _AUTOGRAD
-    _args = ("p", "dp")
     _compare = compare_tensor
     _cases = (_BuiltCase("one row", {"build": _rows((1, 5), seed=0)}),
               _BuiltCase("a batch of rows", {"build": _rows((2, 3, 6), seed=1)}),
@@ -139,10 +134,6 @@ class AttentionBackward(FunctionProblem):
 a row with no allowed key is all zeros) and `O = P V`. Write `attention_backward(q, k, v, do, allowed, scale)`
 returning the tuple `(dq, dk, dv)`, each `(B, H, T, Dh)`, given `do = dL/dO`; `allowed` is `(B, T, T)` bool,
 the same for every head. Use your `softmax_backward` for the middle step; no autograd here."""
-    _stub = '''def attention_backward(q, k, v, do, allowed, scale):
-    """(dq, dk, dv) of O = softmax(scale * q @ k^T over allowed) @ v, given do."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def attention_backward(q, k, v, do, allowed, scale):
     """(dq, dk, dv) of O = softmax(scale * q @ k^T over allowed) @ v, given do."""
     s = scale * q @ k.transpose(-1, -2)                      # (B, H, T, T)
@@ -167,7 +158,6 @@ the same for every head. Use your `softmax_backward` for the middle step; no aut
     _congrats = "This is what autograd computes, and what it stores to do it: the whole (T, T) P."
     _reference = attention_backward_reference
     _forbidden = _AUTOGRAD
-    _args = ("q", "k", "v", "do", "allowed", "scale")
     _compare = compare_grads(("dq", "dk", "dv"))
     _cases = (_BuiltCase("every key allowed", {"scale": 0.5, "build": _attn(1, 2, 6, 4, seed=0, rule="all")}),
               _BuiltCase("a band, and a row with no key", {"scale": 0.5, "build": _attn(2, 1, 8, 4, seed=1, rule="band")}),
@@ -220,10 +210,6 @@ the keys of the block's span, with `allowed` (B, M, N) bool. A row may also read
 span (global keys), whose pairs another step handles. Write
 `block_backward(q, k, v, out, lse, do, allowed, scale)` returning this block's contributions
 `(dq, dk, dv)`: `dq` (B, H, M, Dh) from these pairs, `dk, dv` (B, H, N, Dh)."""
-    _stub = '''def block_backward(q, k, v, out, lse, do, allowed, scale):
-    """(dq, dk, dv) of this block's pairs, recomputing P from the saved lse."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def block_backward(q, k, v, out, lse, do, allowed, scale):
     """(dq, dk, dv) of this block's pairs, recomputing P from the saved lse."""
     s = scale * q @ k.transpose(-1, -2)                                  # (B, H, M, N)
@@ -243,7 +229,6 @@ span (global keys), whose pairs another step handles. Write
                  "so the blocked backward holds one block's P at a time.")
     _reference = block_backward_reference
     _forbidden = _AUTOGRAD
-    _args = ("q", "k", "v", "out", "lse", "do", "allowed", "scale")
     _compare = compare_grads(("dq", "dk", "dv"))
     _cases = (_BuiltCase("the span holds every key of the rows",
                          {"scale": 0.5, "build": _block(1, 2, 4, 8, 0, 4, seed=0)}),
@@ -300,10 +285,6 @@ which read nothing). Write `global_key_grads(q, k, v, do, out, lse, window, glob
 returning `(dk_g, dv_g)`, each `(B, H, G, Dh)`: the **full** gradients of the G global keys, in the
 order of `global_positions`. The blocked backward gets them in two pieces (the queries whose window
 holds the key, then the global column of all the others); here you may sum over the queries directly."""
-    _stub = '''def global_key_grads(q, k, v, do, out, lse, window, global_positions, scale):
-    """(dk_g, dv_g) (B, H, G, Dh): full gradients of the global keys."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def global_key_grads(q, k, v, do, out, lse, window, global_positions, scale):
     """(dk_g, dv_g) (B, H, G, Dh): full gradients of the global keys."""
     kg, vg = k[:, :, global_positions], v[:, :, global_positions]     # (B, H, G, Dh)
@@ -324,7 +305,6 @@ holds the key, then the global column of all the others); here you may sum over 
                  "the one place where programs must add into the same memory.")
     _reference = global_key_grads_reference
     _forbidden = _AUTOGRAD
-    _args = ("q", "k", "v", "do", "out", "lse", "window", "global_positions", "scale")
     _compare = compare_grads(("dk_g", "dv_g"))
     _cases = (_BuiltCase("one global key in the middle", {"window": 2, "global_positions": [5], "scale": 0.5,
                                                           "build": _hybrid(1, 2, 12, 4, 2, [5], seed=0)}),

@@ -66,10 +66,6 @@ Write `halo_slices(lengths, rank, window, causal)` returning the list of `(src, 
 rank `rank` needs rows `lo:hi` of rank `src`'s shard (indices *local* to `src`'s shard), in position
 order. Leave out `rank` itself and ranks that send nothing; when `window` is longer than a shard the
 halo reaches several ranks."""
-    _stub = '''def halo_slices(lengths, rank, window, causal):
-    """[(src, lo, hi)]: rows lo:hi of rank src's shard that this rank needs, in position order."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def halo_slices(lengths, rank, window, causal):
     """[(src, lo, hi)]: rows lo:hi of rank src's shard that this rank needs, in position order."""
     starts = [sum(lengths[:r]) for r in range(len(lengths))]
@@ -95,7 +91,6 @@ halo reaches several ranks."""
                  "neighbours, however long the sequence.")
     _reference = halo_slices_reference
     _forbidden = ("tutor.distributed.halo.halo_pieces", "tutor.distributed.halo.halo_plan")
-    _args = ("lengths", "rank", "window", "causal")
     _compare = compare_slices
     _cases = (Case("a middle rank, small window", {"lengths": [4, 4, 4, 4], "rank": 1, "window": 2, "causal": False}),
               Case("the first rank", {"lengths": [5, 5, 5], "rank": 0, "window": 3, "causal": False}),
@@ -150,10 +145,6 @@ a *partial state*: `m` (G, 1) the largest allowed score (`-inf` if the rank had 
 Write `merge_partial(m1, l1, o1, m2, l2, o2)` returning the (G, Dh) output rows of the softmax over
 *both* key sets, exactly as if one process had seen all keys. A row with no allowed key anywhere
 gives zeros (never NaN). Scores can be large: `exp(m)` alone may overflow float32."""
-    _stub = '''def merge_partial(m1, l1, o1, m2, l2, o2):
-    """(G, Dh) softmax output over both key sets, from two partial states."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def merge_partial(m1, l1, o1, m2, l2, o2):
     """(G, Dh) softmax output over both key sets, from two partial states."""
     m = torch.maximum(m1, m2)                                    # (G, 1) the common max
@@ -173,7 +164,6 @@ gives zeros (never NaN). Scores can be large: `exp(m)` alone may overflow float3
                  "rescaled l and o.")
     _reference = merge_partial_reference
     _forbidden = ("tutor.distributed.merge.merge_states", "tutor.distributed.merge.all_reduce_states")
-    _args = ("m1", "l1", "o1", "m2", "l2", "o2")
     _compare = compare_tensor
     _cases = (_StateCase("ordinary scores", {"build": _states(4, 5, 7, 3, seed=0)}),
               _StateCase("one key on each side", {"build": _states(3, 1, 1, 2, seed=1)}),
@@ -204,12 +194,6 @@ the rows of **K and V** they need for their halos (question 1). Write `halo_byte
 window, B, H, Dh, bytes_per_value, causal)` returning, as an `int`, the bytes rank `rank` sends: one
 row of K is `B · H · Dh` values of `bytes_per_value` bytes, and so is one row of V. (Compare with an
 all-gather of K and V, where every rank sends its whole shard to each of the `P - 1` others.)"""
-    _stub = '''from tutor.distributed import shard_bounds
-
-def halo_bytes(T, world_size, rank, window, B, H, Dh, bytes_per_value, causal):
-    """Bytes of K and V that `rank` sends in one halo exchange."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''from tutor.distributed import shard_bounds
 
 def halo_bytes(T, world_size, rank, window, B, H, Dh, bytes_per_value, causal):
@@ -236,7 +220,6 @@ def halo_bytes(T, world_size, rank, window, B, H, Dh, bytes_per_value, causal):
     _reference = halo_bytes_reference
     _forbidden = ("tutor.distributed.halo.halo_rows", "tutor.distributed.halo.halo_plan",
                   "tutor.distributed.halo.halo_pieces")
-    _args = _BYTES_ARGS
     _compare = compare_int
     _cases = tuple(
         Case(name, dict(zip(_BYTES_ARGS, values))) for name, values in (

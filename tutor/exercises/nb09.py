@@ -63,10 +63,6 @@ Write `to_flash(library, value)` returning `(left, right, causal)` that reads ex
 * `library == "mistral"`: a Mistral/Gemma config's `sliding_window = value` (causal; the query itself
   is one of the `sliding_window` keys it sees);
 * `library == "tutor"`: our `window = value` (`|i - j| <= w`, not causal)."""
-    _stub = '''def to_flash(library, value):
-    """(left, right, causal) for flash-attn reading the same pairs as `library`'s `value`."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def to_flash(library, value):
     """(left, right, causal) for flash-attn reading the same pairs as `library`'s `value`."""
     if library == "longformer":
@@ -87,7 +83,6 @@ Write `to_flash(library, value)` returning `(left, right, causal)` that reads ex
     _forbidden = ("tutor.conventions.to_flash_window_size", "tutor.conventions.from_longformer",
                   "tutor.conventions.from_sliding_window", "tutor.conventions.windows.to_flash_window_size",
                   "tutor.conventions.windows.from_longformer", "tutor.conventions.windows.from_sliding_window")
-    _args = ("library", "value")
     _compare = compare_flash
     _cases = (Case("Longformer attention_window=8", {"library": "longformer", "value": 8}),
               Case("Longformer attention_window=2", {"library": "longformer", "value": 2}),
@@ -121,10 +116,6 @@ question token, and keeps the context local. A batch of `input_ids` (B, T) is la
 different lengths). Write `qa_global_mask(input_ids, sep_token_id)` returning the
 `global_attention_mask` that `LongformerModel` takes: a `torch.long` tensor (B, T), 1 on `<s>` and the
 question, 0 elsewhere (separators, context, padding)."""
-    _stub = '''def qa_global_mask(input_ids, sep_token_id):
-    """(B, T) long: 1 on <s> and the question tokens, 0 elsewhere."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def qa_global_mask(input_ids, sep_token_id):
     """(B, T) long: 1 on <s> and the question tokens, 0 elsewhere."""
     B, T = input_ids.shape
@@ -140,8 +131,6 @@ question, 0 elsewhere (separators, context, padding)."""
     _congrats = ("transformers' LongformerForQuestionAnswering builds the same mask itself when you pass "
                  "none; for classification, only `<s>` is global.")
     _reference = qa_global_attention_mask
-    _forbidden = ("tutor.conventions.mask_formats.qa_global_attention_mask",)
-    _args = ("input_ids", "sep_token_id")
     _compare = compare_tensor
     _cases = (Case("one sequence", {"input_ids": _qa_ids([(3, 4)], 12), "sep_token_id": 2}),
               Case("questions of different lengths, padding", {"input_ids": _qa_ids([(2, 3), (5, 6), (1, 2)], 16),
@@ -161,10 +150,6 @@ every key of buckets `q - look_backward ... q + look_forward` (those that exist)
 `j - i > window_size * look_forward`. Write `local_attention_pairs(T, window_size, look_backward,
 look_forward, exact_windowsize)` returning the bool (T, T) table, True where query `i` reads key `j`
 (not causal)."""
-    _stub = '''def local_attention_pairs(T, window_size, look_backward, look_forward, exact_windowsize):
-    """(T, T) bool: True where query i reads key j."""
-    raise NotImplementedError  # replace with your code
-'''
     _solution = '''def local_attention_pairs(T, window_size, look_backward, look_forward, exact_windowsize):
     """(T, T) bool: True where query i reads key j."""
     i = torch.arange(T)[:, None]                      # (T, 1) queries
@@ -183,7 +168,6 @@ look_forward, exact_windowsize)` returning the bool (T, T) table, True where que
     _congrats = ("With window_size = w, look 1/1 and exact_windowsize=True this is our |i - j| <= w: "
                  "`tutor.conventions.to_local_attention(w)`.")
     _reference = local_attention_pairs
-    _forbidden = ("tutor.conventions.pairs.local_attention_pairs",)
     _args = ("T", "window_size", "look_backward", "look_forward", "exact_windowsize")
     _compare = compare_pairs
     _cases = tuple(Case(name, dict(zip(("T", "window_size", "look_backward", "look_forward", "exact_windowsize"),

@@ -1,8 +1,10 @@
 """The problem base: one small data-driven class per question, in the learntools spirit.
 
-A question class sets data (``id``, ``title``, ``_reference``, ``_cases``, ``_args``,
-``_compare``, ``_hints``, ``_solution``, ``_forbidden``); the base turns it into ``check``,
-``hint``, ``solution`` and ``reference``. ``check`` never raises: every failure of the learner's
+A question class sets data (``id``, ``title``, ``_reference``, ``_cases``, ``_compare``,
+``_hints``, ``_solution``, ``_forbidden``); the base turns it into ``check``, ``hint``,
+``solution`` and ``reference``. A function question's stub is its solution's header and a
+``raise`` (:func:`stub_of`), and the case values it passes are the reference's parameters, unless
+the class sets ``_stub`` or ``_args`` itself. ``check`` never raises: every failure of the learner's
 code comes back as a :class:`Result` whose status is ``"incorrect"`` and whose message names the
 input case and what differs, never the expected value.
 
@@ -20,17 +22,25 @@ record the answer (:func:`record_checks_with`) and withholds solutions and value
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict, Optional, Sequence
+import inspect
+import re
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from . import progress
-from .compare import compare_number
+from .compare import compare_attention, compare_number
 from .feedback import Result, is_blank, show
 from .sandbox import CallWatcher, TimeLimitExceeded, call_with_limit, code_of, pinned_torch, time_limit
 
 #: seconds one call may take; None reads TUTOR_CHECK_TIME_LIMIT when a check runs (default 5)
 TIME_LIMIT: Optional[float] = None
+
+#: the line a function question's stub has in place of the solution's body
+PLACEHOLDER = "    raise NotImplementedError  # replace with your code\n"
+
+#: a solution's header: any lines before its ``def``, the ``def`` line and the function's docstring
+_HEADER = re.compile(r'.*?^def [^\n]*:\n    """.*?"""\n', re.S | re.M)
 
 #: set in a graded notebook's kernel (:func:`record_checks_with`): ``check`` only records the answer
 _RECORDER: Optional[Callable] = None
@@ -64,6 +74,19 @@ def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
     return a == b
+
+
+def required_parameters(fn: Callable) -> Tuple[str, ...]:
+    """The names of ``fn``'s parameters that have no default, in order: ``("T", "window")``."""
+    return tuple(name for name, p in inspect.signature(fn).parameters.items() if p.default is p.empty)
+
+
+def stub_of(solution: str) -> str:
+    """The stub of a function question: ``solution`` up to the end of its docstring, then ``PLACEHOLDER``."""
+    header = _HEADER.match(solution)
+    if header is None:
+        raise ValueError(f"solution must define a function with a docstring, got {solution[:80]!r}")
+    return header[0] + PLACEHOLDER
 
 
 def _short(exc: BaseException) -> str:
@@ -182,7 +205,7 @@ class FunctionProblem(Problem):
     """The learner writes a function; it is called on ``_cases`` and compared with ``_reference``."""
     _reference: Callable = None
     _cases: Sequence = ()
-    _args: Sequence[str] = ()
+    _args: Sequence[str] = ()          # the case values passed, in order; () = the reference's parameters
     _compare: Callable = None
     _forbidden: Sequence[str] = ()     # dotted names of functions the answer must not call
     _no_attention: bool = False        # also forbid every full attention implementation of tutor
@@ -190,6 +213,11 @@ class FunctionProblem(Problem):
     @property
     def reference(self) -> Callable:
         return type(self)._reference
+
+    @property
+    def _stub(self) -> str:
+        """The solution's header (imports, ``def`` line, docstring) and ``PLACEHOLDER``, unless a class sets its own."""
+        return stub_of(self._solution)
 
     def _refused(self, answer) -> Optional[str]:
         code = code_of(answer) if callable(answer) else None
@@ -210,7 +238,7 @@ class FunctionProblem(Problem):
 
     def _arguments(self, case) -> Dict[str, Any]:
         values = case.tensors()
-        return {name: values[name] for name in self._args}
+        return {name: values[name] for name in self._args or required_parameters(self.reference)}
 
     def _check(self, fn) -> Result:
         if is_blank(fn):
@@ -254,6 +282,12 @@ class FunctionProblem(Problem):
             if problem:
                 return self._result("incorrect", f"on case {case.label}, {problem}")
         return self._result("correct", f"all {len(self._cases)} cases pass. {self._congrats}".strip())
+
+
+class AttentionProblem(FunctionProblem):
+    """The learner writes attention itself: compared as attention, and no attention of tutor may do the work."""
+    _compare: Callable = staticmethod(compare_attention)
+    _no_attention = True
 
 
 class ValueProblem(Problem):
