@@ -16,7 +16,7 @@ import tutor.attention.flex as flex_mod
 from strategies import single_thread  # noqa: F401 (fixture)
 from tutor.attention import (dense_attention, hybrid_attention, looped_attention, sparse_attention,
                              unfold_attention)
-from tutor.attention._checks import check_inputs, clamp_window
+from tutor.attention.call import attention_call
 from tutor.attention.blocked import blocked_hybrid_attention
 from tutor.attention.flex import flex_hybrid_attention
 
@@ -89,9 +89,8 @@ def test_dropout_p_boundaries_are_accepted(impl):
                                                          (10 ** 7, 3, 10, 3), (10 ** 7, 20, 10, 0),
                                                          (5, 1, 1, 0), (0, 1, 1, 0)])
 def test_clamp_window(window, dilation, T_, want):
-    assert clamp_window(window, T_, dilation) == want
     q = torch.zeros(1, 1, T_, 2)
-    assert check_inputs(q, q, q, window, None, None, None, dilation=dilation)[0] == want
+    assert attention_call(q, q, q, window, dilation=dilation).reach == want
 
 
 @pytest.mark.parametrize("impl", [name for name in IMPLS if "flex" not in name])

@@ -25,7 +25,8 @@ import tutor.attention.flex as flex_mod
 import tutor.attention.hybrid as hybrid_mod
 from tutor.attention import choose_backend, dense_attention, hybrid_attention
 from tutor.attention.tiles import tile_states
-from tutor.attention.blocked import _edge_slice, blocked_hybrid_attention, default_block_size
+from tutor.attention.blocked import blocked_hybrid_attention, default_block_size
+from tutor.attention.blocked_steps import edge_slice
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -52,12 +53,12 @@ def test_default_block_size_follows_window(window, T, want):
 
 def test_edge_slice_is_a_view_inside_and_pads_only_at_the_ends():
     x = torch.randn(2, 3, 50, 4)
-    inner = _edge_slice(x, 10, 30)
+    inner = edge_slice(x, 10, 30)
     assert inner.data_ptr() == x[:, :, 10].data_ptr() and inner._base is x   # no copy of K/V
-    edge = _edge_slice(x, -3, 5, fill=0)
+    edge = edge_slice(x, -3, 5, fill=0)
     assert edge.shape == (2, 3, 8, 4)
     assert torch.equal(edge[:, :, :3], torch.zeros(2, 3, 3, 4)) and torch.equal(edge[:, :, 3:], x[:, :, :5])
-    flags = _edge_slice(torch.zeros(2, 50, dtype=torch.bool), 45, 55, fill=True)
+    flags = edge_slice(torch.zeros(2, 50, dtype=torch.bool), 45, 55, fill=True)
     assert flags.tolist() == [[False] * 5 + [True] * 5] * 2
 
 
@@ -123,8 +124,8 @@ def test_blocked_weights_match_dense():
 
 def test_blocked_rejects_bad_block_size():
     args, kw = make_case(T=20)
-    for bad in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="block_size"):
+    for bad, exc in ((0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="block_size"):                       # the one integer rule
             blocked_hybrid_attention(*args, block_size=bad)
 
 
@@ -217,7 +218,7 @@ TRITON_SCRIPT = textwrap.dedent("""
     import json, os, sys
     assert os.environ.get("TRITON_INTERPRET") == "1"
     import torch
-    sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+    sys.path.insert(0, os.path.join(sys.argv[1], "tests", "attention"))
     from test_backends import make_case
     from tutor.attention import dense_attention, hybrid_attention
     from tutor.attention.hybrid import auto_order, BACKENDS
@@ -273,7 +274,7 @@ def test_auto_order_on_cuda():
 
 
 def test_auto_skips_backends_that_cannot_run(monkeypatch):
-    monkeypatch.setattr(hybrid_mod, "_PREFERRED", {"cpu": ("flex",)})       # pretend flex came first
+    monkeypatch.setattr(hybrid_mod, "auto_order", lambda q, needs_grad: ("flex", "blocked"))  # pretend flex came first
     q = torch.randn(1, 2, 64, 16)
     flex_ok = flex_mod.flex_why_not(q, False, False) is None
     assert choose_backend(q).name == ("flex" if flex_ok else "blocked")
@@ -288,7 +289,7 @@ def test_auto_falls_back_to_blocked_when_a_backend_breaks(monkeypatch):
     import warnings
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
-    monkeypatch.setattr(hybrid_mod, "_PREFERRED", {"cpu": ("flex",)})
+    monkeypatch.setattr(hybrid_mod, "auto_order", lambda q, needs_grad: ("flex", "blocked"))
     monkeypatch.setitem(hybrid_mod.BACKENDS, "flex", hybrid_mod.Backend("flex", broken, lambda *a: None))
     monkeypatch.setattr(hybrid_mod, "_broken", {})
     args, kw = make_case(T=40)

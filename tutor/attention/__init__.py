@@ -1,4 +1,4 @@
-"""Hybrid local + global sparse attention, four ways (see SPEC.md for the contract).
+"""Hybrid local + global sparse attention, four ways (see docs/spec.md for the contract).
 
 * :func:`dense_attention`   - full T x T scores and one hybrid mask: the reference.
 * :func:`looped_attention`  - the explicit per-query loop: readable, slow.
@@ -9,8 +9,10 @@
   picture in :mod:`.tiles`.
 * :func:`sparse_attention`  - one name over the four (:mod:`.sparse`, ``impl=``).
 
-What every implementation shares: :mod:`.softmax` (the masked softmax), :mod:`.global_tokens`
-(global tokens as index lists, gathered and written back) and the input checks of ``_checks``.
+What every implementation shares: :mod:`.call` (the one door: each entry point checks its
+arguments once, with the validators of :mod:`tutor.arguments`, into a frozen ``AttentionCall``
+that the implementation runs), :mod:`.softmax` (the masked softmax) and :mod:`.global_tokens`
+(global tokens as index lists, gathered and written back).
 """
 from .dense import dense_attention
 from .sparse import IMPLS, sparse_attention

@@ -18,7 +18,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..masks import MaskMod, check_int, hybrid_mask, hybrid_mask_mod
+from ..arguments import check_int
+from ..masks import MaskMod, hybrid_mask, hybrid_mask_mod
 
 __all__ = ["to_sdpa_mask", "to_flex_mask_mod", "to_longformer_masks", "from_longformer_masks",
            "qa_global_attention_mask", "cls_global_attention_mask"]

@@ -15,7 +15,6 @@ All transport is ``torch.distributed`` (gloo on CPU, NCCL on GPU); gradients flo
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -91,7 +90,7 @@ def _write_rows(out: Tensor, idx: Tensor, valid: Tensor, rows: Tensor) -> Tensor
 def sequence_parallel_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                                 global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                                 causal: bool = False, scale: Optional[float] = None, group=None) -> Tensor:
-    """This rank's shard of ``hybrid_attention`` on the whole sequence (SPEC.md), with autograd across ranks.
+    """This rank's shard of ``hybrid_attention`` on the whole sequence (docs/spec.md), with autograd across ranks.
 
     q, k, v: (B, H, T_r, Dh), this rank's contiguous shard (rank 0 holds the first positions; shard
     lengths may differ, each T_r >= 1); global_mask, key_padding_mask: (B, T_r) bool or None.
@@ -106,10 +105,9 @@ def sequence_parallel_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
         idx, _ = global_slots(global_mask, key_padding_mask, q.shape[0], q.shape[2], q.device)
         return idx.shape[1]
 
-    layout, window = exchange_layout(q, k, v, window, global_mask, key_padding_mask, causal, scale,
-                                     needs_grad, count_globals, group)
+    layout, window, causal, scale = exchange_layout(q, k, v, window, global_mask, key_padding_mask, causal, scale,
+                                                    needs_grad, count_globals, group)
     B, H, T_r, Dh = q.shape
-    scale = 1.0 / math.sqrt(Dh) if scale is None else float(scale)
     kpm = key_padding_mask if key_padding_mask is not None else torch.zeros(B, T_r, dtype=torch.bool, device=q.device)
     glob = None
     if layout.max_globals > 0:                      # the same decision on every rank
