@@ -38,7 +38,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
-import torch
 from torch import Tensor
 
 from ..arguments import check_dilation, check_flag, check_pattern

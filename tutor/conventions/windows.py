@@ -1,4 +1,4 @@
-"""Window converters: our one-sided radius ``w`` (SPEC.md) in every other library's words, and back.
+"""Window converters: our one-sided radius ``w`` (docs/spec.md) in every other library's words, and back.
 
 Ours: query ``i`` reads key ``j`` when ``|i - j| <= w`` (``2w + 1`` keys in the middle of the
 sequence); with ``causal=True`` when ``0 <= i - j <= w`` (``w + 1`` keys, the query itself included).
