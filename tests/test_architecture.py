@@ -156,9 +156,10 @@ def test_no_circles_among_modules():
     assert not gone, f"these circles are gone: remove them from KNOWN_CIRCLES in {Path(__file__).name}: {gone}"
 
 
-def test_masks_and_costs_import_nothing_of_ours():
-    assert GRAPH["tutor.masks"] == set() and GRAPH["tutor.costs"] == set()
-    assert GRAPH["tutor.patterns"] == {"tutor.masks"}
+def test_masks_and_costs_import_nothing_of_ours_but_the_validators():
+    assert GRAPH["tutor.arguments"] == set()
+    assert GRAPH["tutor.masks"] == {"tutor.arguments"} and GRAPH["tutor.costs"] == {"tutor.arguments"}
+    assert GRAPH["tutor.patterns"] == {"tutor.masks", "tutor.arguments"}
 
 
 # --------------------------------------------------------------------------- the checker checks

@@ -3,8 +3,9 @@
 This is the one home of the course's cost formulas. The blocked backend takes its block size
 ``b``, its key span ``S`` and its chunk budget from here, so the cost model and the code cannot
 drift apart (``tests/test_costs.py`` counts the matmuls a blocked forward really runs and
-measures what it really allocates). It imports nothing of ours: masks are plain predicates
-``mask_mod(batch, head, q_idx, kv_idx)`` or bool tensors, both counted by :func:`count_allowed`.
+measures what it really allocates). Of ours it imports only the validators of :mod:`tutor.arguments`:
+masks are plain predicates ``mask_mod(batch, head, q_idx, kv_idx)`` or bool tensors, both counted
+by :func:`count_allowed`.
 
 * :func:`count_allowed`      - the pair counter: allowed (batch, i, j) of a bool mask or a mask mod.
 * :func:`hybrid_pairs`       - the same count for the hybrid rule, in closed form (O(T * G), no mask).
@@ -20,6 +21,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .arguments import check_flag, check_int, check_window
+
 __all__ = ["count_allowed", "hybrid_pairs", "default_block_size", "key_span", "blocks_per_chunk",
            "attention_cost", "IMPLS", "CHUNK_ELEMENTS", "CUDA_CHUNK_ELEMENTS"]
 
@@ -29,14 +32,6 @@ CHUNK_ELEMENTS = 1 << 20
 CUDA_CHUNK_ELEMENTS = 1 << 26
 #: the implementations :func:`attention_cost` models
 IMPLS = ("dense", "unfold", "hybrid")
-
-
-def _positive_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 def count_allowed(mask: Union[Tensor, Callable], T: Optional[int] = None, B: int = 1, *,
@@ -59,7 +54,8 @@ def count_allowed(mask: Union[Tensor, Callable], T: Optional[int] = None, B: int
                         f"got {type(mask).__name__}")
     if T is None:
         raise TypeError("count_allowed(mask_mod, T): a mask mod needs the sequence length T")
-    T, B = _positive_int("T", T, 1), _positive_int("B", B, 1)
+    T, B = check_int("T", T, 1), check_int("B", B, 1)
+    max_elements = check_int("max_elements", max_elements, 1)
     rows = max(1, max_elements // (B * T))
     kv_idx = torch.arange(T)[None, None, :]                                # (1, 1, T)
     batch = torch.arange(B)[:, None, None]                                 # (B, 1, 1)
@@ -72,13 +68,13 @@ def count_allowed(mask: Union[Tensor, Callable], T: Optional[int] = None, B: int
 
 
 def hybrid_pairs(T: int, window: int, global_positions: Sequence[int] = (), *, causal: bool = False) -> int:
-    """Pairs the hybrid rule of SPEC.md allows in one sequence, in O(T * G) (no T x T mask).
+    """Pairs the hybrid rule of docs/spec.md allows in one sequence, in O(T * G) (no T x T mask).
 
     Local keys per row ``hi - lo + 1`` (clipped at the ends), plus the global keys outside the
     window (each pair counts once), and global rows read all ``T`` keys (``i + 1`` causal).
     Equals ``count_allowed(hybrid_mask(T, window, gm, causal=causal))`` for a one-row ``gm``.
     """
-    T, window = _positive_int("T", T, 1), _positive_int("window", window, 0)
+    T, window, causal = check_int("T", T, 1), check_window(window), check_flag("causal", causal)
     i = torch.arange(T)
     lo = (i - window).clamp(min=0)
     hi = i if causal else (i + window).clamp(max=T - 1)
@@ -95,30 +91,35 @@ def hybrid_pairs(T: int, window: int, global_positions: Sequence[int] = (), *, c
     return int(count.sum())
 
 
-def default_block_size(window: int, T: int) -> int:
-    """Query block ``b``: the power of two nearest ``w`` within [32, 128], at most about T.
+def default_block_size(offset: int, T: int) -> int:
+    """Query block ``b``: the power of two nearest ``offset`` within [32, 128], at most about T.
 
-    With ``b = w`` a block's span is exactly 3 blocks (``b + 2w = 3b``): matmuls big enough to
-    be efficient, and only 1.5x the allowed pairs scored inside the span.
+    ``offset`` is the farthest local key ``|i - j|``: the window ``w``, or ``w * dilation`` for a
+    dilated window. With ``b = w`` a block's span is exactly 3 blocks (``b + 2w = 3b``): matmuls
+    big enough to be efficient, and only 1.5x the allowed pairs scored inside the span.
+    A formula on numbers already checked (no validation).
     """
-    b = 1 << min(7, max(5, round(math.log2(max(window, 1)))))
+    b = 1 << min(7, max(5, round(math.log2(max(offset, 1)))))
     return max(1, min(b, 1 << math.ceil(math.log2(T))))
 
 
-def key_span(reach: int, b: int, causal: bool = False) -> Tuple[int, int]:
+def key_span(offset: int, b: int, causal: bool = False) -> Tuple[int, int]:
     """``(n_side, S)``: key blocks on each side of a query block and the span of keys it scores.
 
-    ``reach`` is the farthest local key, ``w * dilation``. A query block ``n`` (queries
-    ``n*b .. n*b+b-1``) needs keys ``n*b - reach .. n*b+b-1 + reach``: the key blocks
-    ``n - n_side .. n + n_side`` with ``n_side = ceil(reach / b)``, so ``S = (2*n_side + 1) * b``
+    ``offset`` is the farthest local key ``|i - j|``, ``w * dilation``. A query block ``n`` (queries
+    ``n*b .. n*b+b-1``) needs keys ``n*b - offset .. n*b+b-1 + offset``: the key blocks
+    ``n - n_side .. n + n_side`` with ``n_side = ceil(offset / b)``, so ``S = (2*n_side + 1) * b``
     keys (``(n_side + 1) * b`` when causal). At w = 16, b = 32: n_side = 1, S = 96.
+    A formula on numbers already checked (no validation).
     """
-    n_side = math.ceil(reach / b)
+    n_side = math.ceil(offset / b)
     return n_side, (n_side + 1 if causal else 2 * n_side + 1) * b
 
 
 def blocks_per_chunk(BH: int, b: int, span: int, G: int, cuda: bool = False) -> int:
-    """Query blocks ``n`` one chunk of the blocked backend holds: its (n*B*H, b, S+G) scores fit the budget."""
+    """Query blocks ``n`` one chunk of the blocked backend holds: its (n*B*H, b, S+G) scores fit the budget.
+
+    A formula on numbers already checked (no validation)."""
     budget = CUDA_CHUNK_ELEMENTS if cuda else CHUNK_ELEMENTS
     return max(1, budget // max(1, BH * b * (span + G)))
 
@@ -150,10 +151,10 @@ def attention_cost(impl: str, T: int, window: int, G: int = 0, *, B: int = 1, H:
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    for name, val in (("T", T), ("B", B), ("H", H), ("Dh", Dh)):
-        _positive_int(name, val, 1)
-    _positive_int("window", window, 0)
-    _positive_int("G", G, 0)
+    T, B, H, Dh = (check_int(name, val, 1) for name, val in (("T", T), ("B", B), ("H", H), ("Dh", Dh)))
+    window, G = check_window(window), check_int("G", G, 0)
+    causal = check_flag("causal", causal)
+    bytes_per_element = check_int("bytes_per_element", bytes_per_element, 1)
     if G > T:
         raise ValueError(f"G must be <= T, got G={G}, T={T}")
     BH, io = B * H, 4 * B * H * T * Dh

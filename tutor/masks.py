@@ -7,7 +7,7 @@ integer tensors that broadcast against each other, so the same predicate can be 
 whole grid at once (:func:`create_mask`) or handed to FlexAttention one element at a time.
 
 Factories ``generate_<name>(params)`` build the predicates; :func:`and_masks` and :func:`or_masks`
-combine them; :func:`hybrid_mask` materializes the Longformer/BigBird rule of SPEC.md:
+combine them; :func:`hybrid_mask` materializes the Longformer/BigBird rule of docs/spec.md:
 
     allowed[batch, i, j] = (|i - j| <= w  or  global[batch, i]  or  global[batch, j])
                            and (j <= i if causal)  and  not pad[batch, i]  and  not pad[batch, j]
@@ -16,7 +16,8 @@ Two keyword options widen the local term (both off by default, so the rule above
 ``dilation=d`` makes it the dilated window ``|i - j| <= w*d and (i - j) % d == 0``, and
 ``pattern=mod`` ORs in any extra head-independent predicate (BigBird's random blocks, a block
 layout, LSH buckets). The pattern zoo lives one floor up, in :mod:`tutor.patterns`, built on the
-public names here (:func:`name_mask`, :func:`check_int`); this module imports nothing of ours.
+public names here (:func:`name_mask`, ...). Of ours this module imports only the argument
+validators of :mod:`tutor.arguments`, which every public function here uses.
 Counting the pairs a mask allows is :func:`tutor.costs.count_allowed`.
 
 A factory whose predicate reads per-sequence data or a fixed-size table records it on the
@@ -31,13 +32,14 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .arguments import check_bool_mask, check_dilation, check_flag, check_int, check_pattern, check_window
+
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 __all__ = [
     "MaskMod", "generate_local_window", "generate_causal", "generate_causal_window",
     "generate_dilated_window", "generate_global", "generate_key_padding", "and_masks", "or_masks",
-    "create_mask", "hybrid_mask_mod", "hybrid_mask", "name_mask", "check_int", "check_dilation",
-    "check_pattern", "pattern_batch", "global_mask_at",
+    "create_mask", "hybrid_mask_mod", "hybrid_mask", "name_mask", "pattern_batch", "global_mask_at",
 ]
 
 
@@ -53,20 +55,23 @@ def name_mask(fn: MaskMod, name: str, *parts: MaskMod) -> MaskMod:
     return fn
 
 
-def check_int(name: str, value, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``; bools, floats and strings are refused (TypeError)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
 def generate_local_window(window: int) -> MaskMod:
     """Sliding window: ``|i - j| <= window`` (``2w + 1`` keys, fewer at the edges)."""
-    def local(batch, head, q_idx, kv_idx):
-        return (q_idx - kv_idx).abs() <= window
-    return name_mask(local, f"local_w{window}")
+    return _window_mod(check_window(window), 1)
+
+
+def _window_mod(window: int, dilation: int) -> MaskMod:
+    """The local term for checked ``window`` and ``dilation`` (see :func:`generate_dilated_window`)."""
+    if dilation == 1:
+        def local(batch, head, q_idx, kv_idx):
+            return (q_idx - kv_idx).abs() <= window
+        return name_mask(local, f"local_w{window}")
+    reach = window * dilation
+
+    def dilated(batch, head, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        return (d.abs() <= reach) & (d % dilation == 0)
+    return name_mask(dilated, f"dilated_w{window}_d{dilation}")
 
 
 def generate_causal() -> MaskMod:
@@ -78,7 +83,8 @@ def generate_causal() -> MaskMod:
 
 def generate_causal_window(window: int) -> MaskMod:
     """Causal sliding window: ``0 <= i - j <= window``."""
-    return name_mask(and_masks(generate_local_window(window), generate_causal()),
+    window = check_window(window)
+    return name_mask(and_masks(_window_mod(window, 1), generate_causal()),
                   f"causal_local_w{window}")
 
 
@@ -88,16 +94,7 @@ def generate_dilated_window(window: int, dilation: int = 1) -> MaskMod:
     Still ``2w + 1`` keys per query, spread over a span of ``2wd + 1``; ``dilation=1`` is
     :func:`generate_local_window`.
     """
-    check_int("window", window, 0)
-    check_int("dilation", dilation, 1)
-    if dilation == 1:
-        return generate_local_window(window)
-    reach = window * dilation
-
-    def dilated(batch, head, q_idx, kv_idx):
-        d = q_idx - kv_idx
-        return (d.abs() <= reach) & (d % dilation == 0)
-    return name_mask(dilated, f"dilated_w{window}_d{dilation}")
+    return _window_mod(check_window(window), check_dilation(dilation))
 
 
 def generate_global(global_mask: Tensor) -> MaskMod:
@@ -112,7 +109,7 @@ def generate_global(global_mask: Tensor) -> MaskMod:
 
 def global_mask_at(T: int, positions: Sequence[int]) -> Tensor:
     """The (1, T) bool ``global_mask`` with True at ``positions`` (e.g. ``[0, 17]``), False elsewhere."""
-    check_int("T", T, 1)
+    T = check_int("T", T, 1)
     bad = [p for p in positions if not 0 <= int(p) < T]
     if bad:
         raise ValueError(f"global positions must lie in 0..{T - 1}, got {bad} (T={T})")
@@ -166,19 +163,6 @@ def create_mask(mask_mod: MaskMod, B: int, T: int, device=None) -> Tensor:
     return mask_mod(batch, head, q_idx, kv_idx).expand(B, T, T).clone()  # (B, T, T)
 
 
-def check_dilation(dilation) -> int:
-    """``dilation`` is a positive int (1 = the plain window)."""
-    return check_int("dilation", dilation, 1)
-
-
-def check_pattern(pattern: Optional[MaskMod]) -> Optional[MaskMod]:
-    """``pattern`` is None or a mask_mod predicate ``(batch, head, q_idx, kv_idx) -> bool``."""
-    if pattern is not None and not callable(pattern):
-        raise TypeError(f"pattern must be a mask_mod (batch, head, q_idx, kv_idx) -> bool or None, "
-                        f"got {type(pattern).__name__}")
-    return pattern
-
-
 def _head_free(pattern: MaskMod) -> MaskMod:
     """``pattern`` evaluated for head 0 whatever the head: the extra term is head-independent."""
     def pattern_h0(batch, head, q_idx, kv_idx):
@@ -189,13 +173,21 @@ def _head_free(pattern: MaskMod) -> MaskMod:
 def hybrid_mask_mod(window: int, global_mask: Optional[Tensor] = None,
                     key_padding_mask: Optional[Tensor] = None, *, causal: bool = False,
                     dilation: int = 1, pattern: Optional[MaskMod] = None) -> MaskMod:
-    """The SPEC.md rule as one predicate: (local | pattern | global) & causal & not padding.
+    """The docs/spec.md rule as one predicate: (local | pattern | global) & causal & not padding.
 
     ``dilation`` turns the local term into :func:`generate_dilated_window`; ``pattern`` (any
-    mask_mod, called with head 0) is OR-ed into it.
+    mask_mod, called with head 0) is OR-ed into it. The masks are (B, T) bool tensors (not
+    checked here: :func:`hybrid_mask` checks them against T).
     """
-    mod = generate_dilated_window(window, dilation)
-    if check_pattern(pattern) is not None:
+    return _rule(check_window(window), global_mask, key_padding_mask, check_flag("causal", causal),
+                 check_dilation(dilation), check_pattern(pattern))
+
+
+def _rule(window: int, global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], causal: bool,
+          dilation: int, pattern: Optional[MaskMod]) -> MaskMod:
+    """:func:`hybrid_mask_mod` of checked arguments."""
+    mod = _window_mod(window, dilation)
+    if pattern is not None:
         mod = or_masks(mod, _head_free(pattern))
     if global_mask is not None:
         mod = or_masks(mod, generate_global(global_mask))
@@ -206,37 +198,19 @@ def hybrid_mask_mod(window: int, global_mask: Optional[Tensor] = None,
     return mod
 
 
-def _check_flag(name: str, mask: Optional[Tensor], T: int) -> Optional[Tensor]:
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a bool tensor of shape (B, T) or None, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"{name} must have dtype torch.bool, got {mask.dtype} (shape {tuple(mask.shape)})")
-    if mask.dim() != 2 or mask.shape[1] != T:
-        raise ValueError(f"{name} must have shape (B, T={T}), got {tuple(mask.shape)}")
-    return mask
-
-
 def hybrid_mask(T: int, window: int, global_mask: Optional[Tensor] = None,
                 key_padding_mask: Optional[Tensor] = None, *, causal: bool = False,
                 device=None, dilation: int = 1, pattern: Optional[MaskMod] = None) -> Tensor:
-    """Materialize the hybrid local + global rule of SPEC.md (with ``dilation`` / ``pattern``).
+    """Materialize the hybrid local + global rule of docs/spec.md (with ``dilation`` / ``pattern``).
 
     Returns bool (B, T, T) where B comes from the masks (or from ``pattern.batch_size`` for a
     per-sequence pattern), (1, T, T) when there is none; True means query i may attend key j.
     Padded query rows are all False.
     """
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive int, got {T!r}")
-    if isinstance(window, bool) or not isinstance(window, int):
-        raise TypeError(f"window must be a non-negative int, got {type(window).__name__} {window!r}")
-    if window < 0:
-        raise ValueError(f"window must be a non-negative int, got {window}")
-    check_dilation(dilation)
-    check_pattern(pattern)
-    global_mask = _check_flag("global_mask", global_mask, T)
-    key_padding_mask = _check_flag("key_padding_mask", key_padding_mask, T)
+    T, window, dilation = check_int("T", T, 1), check_window(window), check_dilation(dilation)
+    causal, pattern = check_flag("causal", causal), check_pattern(pattern)
+    global_mask = check_bool_mask("global_mask", global_mask, None, T)
+    key_padding_mask = check_bool_mask("key_padding_mask", key_padding_mask, None, T)
     if global_mask is not None and key_padding_mask is not None \
             and global_mask.shape[0] != key_padding_mask.shape[0]:
         raise ValueError(f"global_mask and key_padding_mask disagree on B: "
@@ -247,9 +221,7 @@ def hybrid_mask(T: int, window: int, global_mask: Optional[Tensor] = None,
     key_padding_mask = None if key_padding_mask is None else key_padding_mask.to(device)
     B = next((m.shape[0] for m in (global_mask, key_padding_mask) if m is not None), None)
     B = pattern_batch(pattern, B, T)
-    mod = hybrid_mask_mod(window, global_mask, key_padding_mask, causal=causal, dilation=dilation,
-                          pattern=pattern)
-    return create_mask(mod, B, T, device=device)
+    return create_mask(_rule(window, global_mask, key_padding_mask, causal, dilation, pattern), B, T, device=device)
 
 
 def pattern_batch(pattern: Optional[MaskMod], B: Optional[int], T: int) -> int:

@@ -18,7 +18,8 @@ a ``torch.Generator`` seeded by the caller: the same seed gives the same mask.
 Compose them with :func:`tutor.masks.or_masks` / :func:`~tutor.masks.and_masks`, or hand one
 to the hybrid rule as ``pattern=`` (``hybrid_mask``, ``dense_attention``, ``hybrid_attention``).
 Count what a pattern allows, at any T, with :func:`tutor.costs.count_allowed` (``count_allowed(mod, T)``).
-This module builds on the public names of :mod:`tutor.masks` (one floor down) and nothing else of ours.
+This module builds on the public names of :mod:`tutor.masks` and the validators of :mod:`tutor.arguments`
+(its own floor) and nothing else of ours.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .masks import MaskMod, check_int, global_mask_at, hybrid_mask, name_mask, or_masks
+from .arguments import check_flag, check_int, check_window
+from .masks import MaskMod, global_mask_at, hybrid_mask, name_mask, or_masks
 
 __all__ = ["generate_block_sparse", "generate_block_diagonal", "generate_strided", "generate_fixed_summary",
            "bigbird_random_table", "layout_from_table", "generate_bigbird_random", "lsh_buckets",
@@ -170,7 +172,6 @@ def generate_lsh_buckets(x: Tensor, n_buckets: int, seed: int) -> MaskMod:
     return mod
 
 
-
 def pattern_mask(T: int, window: int, global_positions: Sequence[int] = (), *, causal: bool = False,
                  dilation: int = 1, block_size: int = 4, block_diagonal: bool = False, random_blocks: int = 0,
                  seed: int = 0) -> Tensor:
@@ -182,7 +183,8 @@ def pattern_mask(T: int, window: int, global_positions: Sequence[int] = (), *, c
     ``block_size``, drawn with ``seed``). With both off this is the plain hybrid mask.
     """
     T, b = check_int("T", T, 1), check_int("block_size", block_size, 1)
-    check_int("random_blocks", random_blocks, 0)
+    window, block_diagonal = check_window(window), check_flag("block_diagonal", block_diagonal)
+    random_blocks = check_int("random_blocks", random_blocks, 0)
     mods = [generate_block_diagonal(b)] if block_diagonal else []
     if random_blocks:
         mods.append(generate_bigbird_random(T, b, random_blocks, seed))

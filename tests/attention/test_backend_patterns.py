@@ -127,10 +127,14 @@ def test_flex_cache_tells_patterns_apart(monkeypatch):
 
 
 def test_flex_rejects_a_pattern_built_for_another_batch():
+    """The door (attention_call) refuses it before any block mask is built or compiled."""
     x = torch.randn(1, 64, 8)
     lsh = generate_lsh_buckets(x, 4, seed=0)                     # batch_size 1
-    with pytest.raises(ValueError, match="B=1"):
-        bm_mod.flex_plan(2, 64, 2, None, None, False, torch.device("cpu"), pattern=lsh)
+    q = torch.randn(2, 1, 64, 8)                                 # (B=2, H, T, Dh)
+    with pytest.raises(ValueError, match=r"pattern.*B=1.*\(2, 1, 64, 8\)"):
+        flex_mod.flex_hybrid_attention(q, q, q, 2, pattern=lsh)
+    with pytest.raises(ValueError, match=r"pattern.*B=1.*\(2, 1, 64, 8\)"):
+        hybrid_attention(q, q, q, 2, pattern=lsh, backend="flex")
 
 
 # --------------------------------------------------------------------------- flex: running it (compiles)

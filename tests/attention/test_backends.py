@@ -124,8 +124,8 @@ def test_blocked_weights_match_dense():
 
 def test_blocked_rejects_bad_block_size():
     args, kw = make_case(T=20)
-    for bad in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="block_size"):
+    for bad, exc in ((0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="block_size"):                       # the one integer rule
             blocked_hybrid_attention(*args, block_size=bad)
 
 
@@ -274,7 +274,7 @@ def test_auto_order_on_cuda():
 
 
 def test_auto_skips_backends_that_cannot_run(monkeypatch):
-    monkeypatch.setattr(hybrid_mod, "_PREFERRED", {"cpu": ("flex",)})       # pretend flex came first
+    monkeypatch.setattr(hybrid_mod, "auto_order", lambda q, needs_grad: ("flex", "blocked"))  # pretend flex came first
     q = torch.randn(1, 2, 64, 16)
     flex_ok = flex_mod.flex_why_not(q, False, False) is None
     assert choose_backend(q).name == ("flex" if flex_ok else "blocked")
@@ -289,7 +289,7 @@ def test_auto_falls_back_to_blocked_when_a_backend_breaks(monkeypatch):
     import warnings
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
-    monkeypatch.setattr(hybrid_mod, "_PREFERRED", {"cpu": ("flex",)})
+    monkeypatch.setattr(hybrid_mod, "auto_order", lambda q, needs_grad: ("flex", "blocked"))
     monkeypatch.setitem(hybrid_mod.BACKENDS, "flex", hybrid_mod.Backend("flex", broken, lambda *a: None))
     monkeypatch.setattr(hybrid_mod, "_broken", {})
     args, kw = make_case(T=40)

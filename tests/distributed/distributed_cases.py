@@ -117,10 +117,14 @@ def random_cases(n: int, seed: int = 1234) -> dict:
     return {"worst": worst, "where": where}
 
 
+SCALES = (0.3, 0.0, -0.7)
+
+
 def run_cases(names) -> dict:
-    """Every named case, plus the scale= case; on one rank: {name: result}."""
+    """Every named case, plus the scale= cases (zero and negative run, as in hybrid_attention); on one rank."""
     results = {name: compare_case(name) for name in names}
-    results["scale=0.3"] = compare_case("per-sequence global counts, padding, causal", seed=1, scale=0.3)
+    for scale in SCALES:
+        results[f"scale={scale}"] = compare_case("per-sequence global counts, padding, causal", seed=1, scale=scale)
     return results
 
 

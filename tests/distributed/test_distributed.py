@@ -23,7 +23,7 @@ def group_results(request):
     return P, run(cases.everything, P, timeout=240, collective_timeout=60)
 
 
-@pytest.mark.parametrize("name", list(cases.CASES) + ["scale=0.3"])
+@pytest.mark.parametrize("name", list(cases.CASES) + [f"scale={s}" for s in cases.SCALES])
 def test_matches_one_process(group_results, name):
     P, per_rank = group_results
     for rank, res in enumerate(per_rank):

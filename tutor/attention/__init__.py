@@ -9,10 +9,12 @@
   picture in :mod:`.tiles`.
 * :func:`sparse_attention`  - one name over the four (:mod:`.sparse`, ``impl=``).
 
-What every implementation shares: :mod:`.softmax` (the masked softmax, the log-sum-exp of a row:
+What every implementation shares: :mod:`.call` (the one door: each entry point checks its
+arguments once, with the validators of :mod:`tutor.arguments`, into a frozen ``AttentionCall``
+that the implementation runs), :mod:`.softmax` (the masked softmax, the log-sum-exp of a row:
 ``+inf`` for a row with no allowed key), :mod:`.global_tokens` (global tokens as index lists,
-gathered and written back), :mod:`.global_rows` (the global rows: one dense G x T pass, its
-backward, its partial rows and their merge) and the input checks of ``_checks``.
+gathered and written back) and :mod:`.global_rows` (the global rows: one dense G x T pass, its
+backward, its partial rows and their merge).
 """
 from .dense import dense_attention
 from .sparse import IMPLS, sparse_attention

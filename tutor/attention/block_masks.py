@@ -31,7 +31,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..masks import MaskMod, check_dilation, check_pattern, hybrid_mask_mod, pattern_batch
+from ..masks import MaskMod, hybrid_mask_mod
 from .global_tokens import global_slots
 
 BLOCK = 128                   #: FlexAttention's tile size (queries x keys)
@@ -134,8 +134,9 @@ def flex_plan(B: int, T: int, window: int, global_mask: Optional[Tensor], key_pa
               pattern: Optional[MaskMod] = None):
     """(block_mask, idx, valid, Gp) for these masks, cached. idx, valid: (B, G) global slots.
 
-    ``dilation`` / ``pattern`` as in :func:`tutor.masks.hybrid_mask`. The cache key holds the
-    pattern object itself: compared by identity, and kept alive so its id is never reused.
+    ``dilation`` / ``pattern`` as in :func:`tutor.masks.hybrid_mask`; the arguments come checked
+    (:func:`tutor.attention.call.attention_call`). The cache key holds the pattern object itself:
+    compared by identity, and kept alive so its id is never reused.
 
     ``layout="global_first"``: the backend's layout (see the module docstring).
     ``layout="in_place"``: ``hybrid_mask_mod`` on the original positions, as a user would first
@@ -143,9 +144,6 @@ def flex_plan(B: int, T: int, window: int, global_mask: Optional[Tensor], key_pa
     """
     if layout not in ("global_first", "in_place"):
         raise ValueError(f"layout must be 'global_first' or 'in_place', got {layout!r}")
-    dilation = check_dilation(dilation)
-    if check_pattern(pattern) is not None:
-        pattern_batch(pattern, B, T)                                       # per-sequence pattern fits?
     key = (B, T, window, causal, dilation, pattern, str(device), layout,
            _digest(global_mask), _digest(key_padding_mask))
     if key in _CACHE:

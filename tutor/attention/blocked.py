@@ -41,17 +41,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..arguments import check_int, check_pattern
 from ..costs import CHUNK_ELEMENTS, CUDA_CHUNK_ELEMENTS, default_block_size, key_span  # noqa: F401 (the model's formulas)
-from ..masks import MaskMod, check_dilation, check_pattern
-from ._checks import check_inputs, empty_result, needs_grad
+from ..masks import MaskMod
+from .call import AttentionCall, attention_call
 from .blocked_globals import all_weights, global_columns, plan_global_rows, weights_chunk
 from .blocked_steps import (BlockedPlan, chunk_output, chunk_probs, chunk_scores, has_out_dtype,
                             key_blocks, make_plan, query_blocks)
 from .global_tokens import write_global_rows
 from .lean_backward import BACKWARDS, LeanBlockedAttention, lean_why_not
-from .softmax import accum_dtype, row_lse
+from .softmax import row_lse
 
-__all__ = ["blocked_hybrid_attention", "run_chunks", "CHUNK_ELEMENTS", "CUDA_CHUNK_ELEMENTS", "BACKWARDS"]
+__all__ = ["blocked_hybrid_attention", "blocked_forward", "run_chunks", "CHUNK_ELEMENTS", "CUDA_CHUNK_ELEMENTS",
+           "BACKWARDS"]
 
 
 def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
@@ -71,33 +73,36 @@ def blocked_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     every chunk. Dropout and ``return_weights`` always take the autograd path (see
     :func:`~.lean_backward.lean_why_not`).
     """
-    window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
-        return_weights=return_weights, dropout_p=dropout_p, dilation=dilation)
-    dilation = check_dilation(dilation)
+    call = attention_call(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
+                          return_weights=return_weights, dropout_p=dropout_p, dilation=dilation)
     if check_pattern(pattern) is not None:
         raise ValueError(f"blocked_hybrid_attention does not support pattern= (got {getattr(pattern, '__name__', pattern)!r}): "
                          "an arbitrary pattern is not band-limited. Use hybrid_attention(..., backend='flex') "
                          "or dense_attention(..., pattern=...)")
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
-        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+    if block_size is not None:
+        block_size = check_int("block_size", block_size, 1)
     if not isinstance(backward, str) or backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-    if q.numel() == 0:                                                     # B = 0 or H = 0: nothing to run
-        return empty_result(q, k, v, return_weights)
-    grad = needs_grad(q, k, v)
-    lean = grad and backward == "lean" and lean_why_not(dropout_p, return_weights) is None
+    return blocked_forward(call, block_size=block_size, backward=backward)
+
+
+def blocked_forward(call: AttentionCall, *, block_size: Optional[int] = None, backward: str = "lean"):
+    """:func:`blocked_hybrid_attention` of a validated call (no pattern; ``block_size``, ``backward`` checked)."""
+    q, k, v = call.q, call.k, call.v
+    if call.empty:                                                         # B = 0 or H = 0: nothing to run
+        return call.empty_result()
+    grad = call.needs_grad
+    lean = grad and backward == "lean" and lean_why_not(call.dropout_p, call.return_weights) is None
     # half-precision inference on CUDA: matmuls in the input dtype, float32 scores and outputs
-    acc = accum_dtype(q.dtype)
+    acc = call.acc
     mm = q.dtype if (q.is_cuda and q.dtype != acc and not grad and has_out_dtype(q.device, q.dtype)) else acc
-    plan = make_plan(q, window, global_mask, key_padding_mask, causal=causal, scale=scale, dilation=dilation,
-                     block_size=block_size, mm=mm,
+    plan = make_plan(call, block_size=block_size, mm=mm,
                      chunk_elements=CUDA_CHUNK_ELEMENTS if q.is_cuda else CHUNK_ELEMENTS)
     if lean:
         return LeanBlockedAttention.apply(q, k, v, plan, run_chunks)
-    out, weights, _ = run_chunks(plan, q, k, v, dropout_p=dropout_p, return_weights=return_weights,
-                                 inplace=not (grad or return_weights))
-    return (out, weights) if return_weights else out
+    out, weights, _ = run_chunks(plan, q, k, v, dropout_p=call.dropout_p, return_weights=call.return_weights,
+                                 inplace=not (grad or call.return_weights))
+    return (out, weights) if call.return_weights else out
 
 
 def run_chunks(plan: BlockedPlan, q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0,

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..costs import default_block_size, key_span
-from .global_tokens import global_slots
-from .softmax import accum_dtype
+from .call import AttentionCall
 
 NEG_INF = float("-inf")
 
@@ -80,32 +79,32 @@ class BlockedPlan:
         return lo, lo + (n1 - n0 + self.ns - 1) * self.b
 
 
-def make_plan(q: Tensor, window: int, global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], *,
-              causal: bool, scale: float, dilation: int, block_size: Optional[int], mm: torch.dtype,
+def make_plan(call: AttentionCall, *, block_size: Optional[int], mm: torch.dtype,
               chunk_elements: int) -> BlockedPlan:
-    """The plan of one call; arguments already checked (``window`` clamped)."""
+    """The plan of one validated call (its window is ``call.reach``); ``block_size`` None: the default."""
+    q, window, dilation, causal = call.q, call.reach, call.dilation, call.causal
     B, H, T, Dh = q.shape
     dev = q.device
-    reach = window * dilation                                              # farthest local key
-    b = block_size or default_block_size(reach, T)
-    n_side, S = key_span(reach, b, causal)                                 # key blocks per side, span
+    offset = window * dilation                                             # farthest local key |i - j|
+    b = block_size or default_block_size(offset, T)
+    n_side, S = key_span(offset, b, causal)                                # key blocks per side, span
     ns = S // b
-    idx, valid = global_slots(global_mask, key_padding_mask, B, T, dev)   # (B, G), (B, G)
+    idx, valid = call.slots                                                # (B, G), (B, G)
+    key_padding_mask = call.key_padding_mask
     has_pad = key_padding_mask is not None and bool(key_padding_mask.any())
     pad = key_padding_mask if has_pad else torch.zeros(B, T, dtype=torch.bool, device=dev)
     d = torch.arange(b, device=dev)[:, None] + n_side * b - torch.arange(S, device=dev)[None, :]  # (b, S): i - j
     band_out = ~local_rule(d, window, causal, dilation)                    # (b, S)
     cut = tuple(bool(band_out[:, j * b:(j + 1) * b].any()) for j in range(ns))
-    acc = accum_dtype(q.dtype)
     chunk = max(1, chunk_elements // max(1, B * H * b * (S + idx.shape[1])))
-    return BlockedPlan(B, H, T, Dh, window, dilation, causal, scale, b, n_side, S, ns, math.ceil(T / b), chunk,
-                       idx, valid, pad, has_pad, band_out, cut, acc, mm)
+    return BlockedPlan(B, H, T, Dh, window, dilation, causal, call.scale, b, n_side, S, ns, math.ceil(T / b), chunk,
+                       idx, valid, pad, has_pad, band_out, cut, call.acc, mm)
 
 
 def local_rule(d: Tensor, window: int, causal: bool, dilation: int = 1) -> Tensor:
     """The local rule on offsets ``d = i - j``: ``|d| <= w*dil and d % dil == 0`` (causal: ``d >= 0``)."""
-    reach = window * dilation
-    ok = (d >= 0) & (d <= reach) if causal else d.abs() <= reach
+    offset = window * dilation                                             # farthest local key
+    ok = (d >= 0) & (d <= offset) if causal else d.abs() <= offset
     return ok if dilation == 1 else ok & (d % dilation == 0)
 
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..masks import MaskMod, hybrid_mask
-from ._checks import check_inputs
-from .softmax import accum_dtype, masked_softmax
+from .call import AttentionCall, attention_call
+from .softmax import masked_softmax
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
@@ -33,22 +33,22 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     ``dilation`` and ``pattern`` widen the local term (see :func:`tutor.masks.hybrid_mask`):
     a dilated window, and any extra mask_mod OR-ed in (BigBird random blocks, LSH buckets, ...).
     """
-    window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
-        return_weights=return_weights, dropout_p=dropout_p, dilation=dilation)
-    T = q.shape[2]
-    pb = getattr(pattern, "batch_size", None)                              # a per-sequence pattern
-    if pb is not None and pb != q.shape[0]:                                # must fit q's B: no broadcast
-        raise ValueError(f"pattern {getattr(pattern, '__name__', 'pattern')!r} was built for B={pb} "
-                         f"sequences, but q has shape {tuple(q.shape)}")
-    allowed = hybrid_mask(T, window, global_mask, key_padding_mask, causal=causal, device=q.device,
-                          dilation=dilation, pattern=pattern)[:, None]     # (B or 1, 1, T, T)
-    acc = accum_dtype(q.dtype)
-    scores = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale             # (B, H, T, T)
+    return dense_forward(attention_call(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
+                                        return_weights=return_weights, dropout_p=dropout_p, dilation=dilation,
+                                        pattern=pattern))
+
+
+def dense_forward(call: AttentionCall):
+    """:func:`dense_attention` of a validated call: out (B, H, T, Dh) [, weights (B, H, T, T)]."""
+    q, k, v, kpm = call.q, call.k, call.v, call.key_padding_mask
+    allowed = hybrid_mask(call.T, call.reach, call.global_mask, kpm, causal=call.causal, device=q.device,
+                          dilation=call.dilation, pattern=call.pattern)[:, None]  # (B or 1, 1, T, T)
+    acc = call.acc
+    scores = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * call.scale        # (B, H, T, T)
     weights = masked_softmax(scores, allowed)                              # (B, H, T, T)
-    p = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    p = F.dropout(weights, call.dropout_p) if call.dropout_p > 0 else weights
     vf = v.to(acc)
-    if key_padding_mask is not None:                                       # 0 * NaN is NaN: padded
-        vf = vf.masked_fill(key_padding_mask[:, None, :, None], 0.0)       # values become exact 0
+    if kpm is not None:                                                    # 0 * NaN is NaN: padded
+        vf = vf.masked_fill(kpm[:, None, :, None], 0.0)                    # values become exact 0
     out = (p @ vf).to(q.dtype)                                             # (B, H, T, Dh)
-    return (out, weights) if return_weights else out
+    return (out, weights) if call.return_weights else out

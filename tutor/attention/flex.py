@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..masks import MaskMod
-from ._checks import check_inputs, empty_result, needs_grad
+from .call import AttentionCall, attention_call
 from .block_masks import flex_plan
 from .fused_limits import fused_why_not
 from .global_tokens import gather_tokens, write_global_rows
@@ -75,18 +75,22 @@ def flex_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     ``dilation`` / ``pattern`` widen the local term as in :func:`tutor.masks.hybrid_mask`;
     ``layout`` as in :func:`tutor.attention.block_masks.flex_plan`.
     """
-    window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
-        return_weights=return_weights, dilation=dilation)
-    grad = needs_grad(q, k, v)
-    reason = flex_why_not(q, grad, return_weights)
+    call = attention_call(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
+                          return_weights=return_weights, dilation=dilation, pattern=pattern)
+    reason = flex_why_not(q, call.needs_grad, call.return_weights)
     if reason is not None:
         raise ValueError(f"backend='flex' cannot run here: {reason}")
-    if q.numel() == 0:                                                     # B = 0 or H = 0: no tile to run
-        return empty_result(q, k, v, False)
+    return flex_forward(call, layout=layout)
+
+
+def flex_forward(call: AttentionCall, *, layout: str = "global_first") -> Tensor:
+    """:func:`flex_hybrid_attention` of a validated call that :func:`flex_why_not` accepts: (B, H, T, Dh)."""
+    if call.empty:                                                         # B = 0 or H = 0: no tile to run
+        return call.empty_result()
+    q, k, v, key_padding_mask = call.q, call.k, call.v, call.key_padding_mask
     B, H, T, Dh = q.shape
-    block_mask, idx, valid, Gp = flex_plan(B, T, window, global_mask, key_padding_mask, causal,
-                                           q.device, layout, dilation=dilation, pattern=pattern)
+    block_mask, idx, valid, Gp = flex_plan(B, T, call.reach, call.global_mask, key_padding_mask, call.causal,
+                                           q.device, layout, dilation=call.dilation, pattern=call.pattern)
     if key_padding_mask is not None:                                       # padded values: exact 0
         v = v.masked_fill(key_padding_mask[:, None, :, None], 0.0)
     G = idx.shape[1]
@@ -98,8 +102,8 @@ def flex_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     # fall back to *eager* flex_attention, which builds the full (T, T) scores
     limit = max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
     with torch._dynamo.config.patch(recompile_limit=limit):
-        out = compiled_flex()(q, k, v, block_mask=block_mask, scale=scale)  # (B, H, Gp+T, Dh)
+        out = compiled_flex()(q, k, v, block_mask=block_mask, scale=call.scale)  # (B, H, Gp+T, Dh)
     if not Gp:
         return out
     # our own buffer unless autograd tracks it: then out of place
-    return write_global_rows(out[:, :, Gp:], idx, valid, out[:, :, :G], inplace=not grad)  # (B, H, T, Dh)
+    return write_global_rows(out[:, :, Gp:], idx, valid, out[:, :, :G], inplace=not call.needs_grad)  # (B, H, T, Dh)

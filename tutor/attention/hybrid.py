@@ -11,12 +11,16 @@
 
 Every backend module names its entry point ``<backend>_hybrid_attention`` (same arguments as
 :func:`hybrid_attention`, minus ``backend``): :func:`~.blocked.blocked_hybrid_attention`,
-:func:`~.flex.flex_hybrid_attention`, :func:`~.triton_kernel.triton_hybrid_attention`.
+:func:`~.flex.flex_hybrid_attention`, :func:`~.triton_kernel.triton_hybrid_attention`. Each one
+is a thin door: it checks its arguments once (:func:`~.call.attention_call`) and runs the
+backend's worker on the validated call (``blocked_forward(call)``, ...). :func:`hybrid_attention`
+builds the call once and hands it to the chosen backend's worker (``Backend.fn``): nothing is
+checked twice.
 
 Each backend comes with a probe ``why_not(q, needs_grad, return_weights, dropout=False)`` that
-returns None when it can run the inputs and a reason otherwise. Naming a backend that cannot run
-raises a ``ValueError`` with that reason; ``backend="auto"`` takes the first backend of
-:func:`auto_order` that can run.
+returns None when it can run the inputs and a reason otherwise; it runs once per call. Naming a
+backend that cannot run raises a ``ValueError`` with that reason; ``backend="auto"`` takes the
+first backend of :func:`auto_order` that can run.
 
 Notebook 05's options need backends that know them (``Backend.features``): ``dilation`` runs on
 blocked and flex, a ``pattern`` (not band-limited) only on flex. ``auto`` with a pattern takes
@@ -34,18 +38,19 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
-import torch
 from torch import Tensor
 
-from ..masks import MaskMod, check_dilation, check_pattern
-from ._checks import check_inputs, empty_result, needs_grad
-from .blocked import blocked_hybrid_attention
-from .flex import flex_hybrid_attention, flex_why_not
+from ..arguments import check_dilation, check_flag, check_pattern
+from ..masks import MaskMod
+from .blocked import blocked_forward
+from .call import AttentionCall, attention_call
+from .flex import flex_forward, flex_why_not
 
 @dataclass(frozen=True)
 class Backend:
-    """A hybrid backend: its function, a probe ``why_not(q, needs_grad, return_weights, dropout)``
-    and the optional ``features`` its function accepts as keywords ("dilation", "pattern")."""
+    """A hybrid backend: its worker ``fn(call)`` (an :class:`~.call.AttentionCall`, already checked),
+    a probe ``why_not(q, needs_grad, return_weights, dropout)`` and the ``features`` of a call it
+    supports beyond the plain rule ("dilation", "pattern")."""
     name: str
     fn: Callable
     why_not: Callable[..., Optional[str]]
@@ -62,16 +67,16 @@ def _triton_why_not(q, needs_grad, return_weights, dropout=False):
     return importlib.import_module(".triton_kernel", __package__).triton_why_not(q, needs_grad, return_weights, dropout)
 
 
-def triton_backend_fn(*args, **kwargs):
-    """Runs :func:`tutor.attention.triton_kernel.triton_hybrid_attention` (imported on first use)."""
-    return importlib.import_module(".triton_kernel", __package__).triton_hybrid_attention(*args, **kwargs)
+def triton_backend_fn(call: AttentionCall) -> Tensor:
+    """Runs :func:`tutor.attention.triton_kernel.triton_forward` on the call (imported on first use)."""
+    return importlib.import_module(".triton_kernel", __package__).triton_forward(call)
 
 
 BACKENDS: Dict[str, Backend] = {
-    "blocked": Backend("blocked", blocked_hybrid_attention, _blocked_why_not,
+    "blocked": Backend("blocked", blocked_forward, _blocked_why_not,
                        "pure PyTorch query blocks x key spans; any device and dtype, memory-lean backward",
                        frozenset({"dilation"})),
-    "flex": Backend("flex", flex_hybrid_attention, flex_why_not,
+    "flex": Backend("flex", flex_forward, flex_why_not,
                     "compiled FlexAttention, sparse BlockMask; CPU inference, CUDA train+infer",
                     frozenset({"dilation", "pattern"})),
     "triton": Backend("triton", triton_backend_fn, _triton_why_not,
@@ -80,9 +85,6 @@ BACKENDS: Dict[str, Backend] = {
 
 #: backends that failed at run time under ``auto``: name -> the error, as text (see broken_backends)
 _broken: Dict[str, str] = {}
-
-#: extra backends registered at run time, tried first by ``auto`` on the listed device types
-_PREFERRED: Dict[str, Tuple[str, ...]] = {}
 
 
 def broken_backends() -> Dict[str, str]:
@@ -105,13 +107,6 @@ def mark_broken(name: str, exc: BaseException) -> None:
                   f"tries again)", RuntimeWarning, stacklevel=3)
 
 
-def register_backend(backend: Backend, *, prefer_on: Tuple[str, ...] = ()) -> None:
-    """Add a backend; ``prefer_on`` device types put it first in ``auto``'s order there."""
-    BACKENDS[backend.name] = backend
-    for device in prefer_on:
-        _PREFERRED[device] = (backend.name,) + tuple(n for n in _PREFERRED.get(device, ()) if n != backend.name)
-
-
 def auto_order(q: Tensor, needs_grad: bool) -> Tuple[str, ...]:
     """Backends ``auto`` tries, fastest first, for q's device and grad need.
 
@@ -124,12 +119,9 @@ def auto_order(q: Tensor, needs_grad: bool) -> Tuple[str, ...]:
     (docs/benchmarks/cpu.md), and it never waits for a compiler; with a gradient it trains
     through the lean backward pass (docs/benchmarks/train.md).
     """
-    dev = q.device.type
-    if dev == "cuda":
-        order = ("triton", "flex", "blocked") if needs_grad else ("triton", "blocked", "flex")
-    else:
-        order = ("blocked",)
-    return _PREFERRED.get(dev, ()) + order
+    if q.device.type == "cuda":
+        return ("triton", "flex", "blocked") if needs_grad else ("triton", "blocked", "flex")
+    return ("blocked",)
 
 
 def _missing(backend: Backend, needs: FrozenSet[str]) -> Optional[str]:
@@ -150,10 +142,21 @@ def choose_backend(q: Tensor, backend: str = "auto", *, needs_grad: bool = False
     With a ``pattern`` ``auto`` only considers backends that support it (flex) and raises a
     ValueError when none can run, rather than silently building the dense (T, T) mask.
     """
+    needs = _features(check_dilation(dilation), check_pattern(pattern))
+    return _pick(q, backend, check_flag("needs_grad", needs_grad), check_flag("return_weights", return_weights),
+                 check_flag("dropout", dropout), needs)
+
+
+def _features(dilation: int, pattern: Optional[MaskMod]) -> FrozenSet[str]:
+    """The options beyond the plain rule that a backend must support."""
+    return frozenset(n for n, on in (("dilation", dilation != 1), ("pattern", pattern is not None)) if on)
+
+
+def _pick(q: Tensor, backend: str, needs_grad: bool, return_weights: bool, dropout: bool,
+          needs: FrozenSet[str]) -> Backend:
+    """:func:`choose_backend` on checked arguments (each probe runs at most once)."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
-    needs = frozenset(n for n, on in (("dilation", check_dilation(dilation) != 1),
-                                      ("pattern", check_pattern(pattern) is not None)) if on)
     if backend == "auto":
         reasons = []
         for name in auto_order(q, needs_grad) + (("flex",) if "pattern" in needs else ()):
@@ -189,32 +192,26 @@ def hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                      causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
                      backend: str = "auto", dropout_p: float = 0.0, dilation: int = 1,
                      pattern: Optional[MaskMod] = None):
-    """Memory-linear local + global attention (SPEC.md), on the chosen backend.
+    """Memory-linear local + global attention (docs/spec.md), on the chosen backend.
 
     q, k, v: (B, H, T, Dh); global_mask, key_padding_mask: (B, T) bool or None.
     Returns out (B, H, T, Dh) [, weights (B, H, T, T)]. ``backend``: "auto" | "blocked" |
     "flex" | "triton" (see ``BACKENDS``; "auto" picks by device and grad need, see ``auto_order``).
     ``dilation`` / ``pattern`` widen the local term as in :func:`tutor.masks.hybrid_mask`:
     dilation runs on blocked and flex, a pattern only on flex (ValueError elsewhere).
+    The arguments are checked once (:func:`~.call.attention_call`); a window wider than the
+    sequence runs as ``(T - 1) // dilation``, which allows exactly the same pairs.
     """
-    check_inputs(q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
-                 return_weights=return_weights, dropout_p=dropout_p, dilation=dilation)
-    grad = needs_grad(q, k, v)
-    chosen = choose_backend(q, backend, needs_grad=grad, return_weights=return_weights,
-                            dropout=dropout_p > 0, dilation=dilation, pattern=pattern)
-    if q.numel() == 0:                                                     # B = 0 or H = 0: nothing to run
-        return empty_result(q, k, v, return_weights)
-    kwargs = {"dropout_p": dropout_p} if dropout_p > 0 else {}
-    if dilation != 1:
-        kwargs["dilation"] = dilation
-    if pattern is not None:
-        kwargs["pattern"] = pattern
-    args = (q, k, v, window, global_mask, key_padding_mask)
-    kwargs.update(causal=causal, scale=scale, return_weights=return_weights)
+    call = attention_call(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
+                          return_weights=return_weights, dropout_p=dropout_p, dilation=dilation, pattern=pattern)
+    chosen = _pick(q, backend, call.needs_grad, call.return_weights, call.dropout_p > 0,
+                   _features(call.dilation, call.pattern))
+    if call.empty:                                                         # B = 0 or H = 0: nothing to run
+        return call.empty_result()
     if backend != "auto" or chosen.name == "blocked" or pattern is not None:
-        return chosen.fn(*args, **kwargs)
+        return chosen.fn(call)
     try:
-        return chosen.fn(*args, **kwargs)
+        return chosen.fn(call)
     except Exception as exc:  # auto only chose it for speed: fall back to the backend that always runs
         mark_broken(chosen.name, exc)
-        return BACKENDS["blocked"].fn(*args, **kwargs)
+        return BACKENDS["blocked"].fn(call)

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_window
+from ..arguments import check_flag, check_int, check_probability, check_window
 from .global_rows import global_rows
 from .global_tokens import global_slots, scatter_rows
 from .hybrid import BACKENDS
@@ -35,23 +35,22 @@ class HybridSparseAttention(nn.Module):
                  dropout: float = 0.0, bias: bool = True, causal: bool = False,
                  global_projections: bool = False, backend: str = "auto"):
         super().__init__()
-        for name, val in (("dim", dim), ("num_heads", num_heads)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        dim, num_heads = check_int("dim", dim, 1), check_int("num_heads", num_heads, 1)
         if dim % num_heads != 0:
             raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, num_heads={num_heads}")
-        if impl not in IMPLS:
+        if not isinstance(impl, str) or impl not in IMPLS:
             raise ValueError(f"impl must be one of {sorted(IMPLS)}, got {impl!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        dropout = check_probability("dropout", dropout)
+        bias, causal = check_flag("bias", bias), check_flag("causal", causal)
+        global_projections = check_flag("global_projections", global_projections)
         if impl == "looped" and dropout > 0:
             raise ValueError("impl='looped' is forward-only and has no dropout; use dropout=0.0")
-        if backend != "auto" and backend not in BACKENDS:
+        if not isinstance(backend, str) or (backend != "auto" and backend not in BACKENDS):
             raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
         if backend != "auto" and impl != "hybrid":
             raise ValueError(f"backend={backend!r} needs impl='hybrid', got impl={impl!r}")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        self.window, self.impl, self.dropout, self.causal = check_window(window), impl, float(dropout), causal
+        self.window, self.impl, self.dropout, self.causal = check_window(window), impl, dropout, causal
         self.backend = backend
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(dim, dim, bias=bias)

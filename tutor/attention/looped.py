@@ -12,8 +12,8 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from ._checks import check_inputs
-from .softmax import accum_dtype, masked_softmax
+from .call import AttentionCall, attention_call
+from .softmax import masked_softmax
 
 
 def allowed_keys(i: int, T: int, window: int, is_global: List[bool], is_pad: Optional[List[bool]] = None,
@@ -43,24 +43,29 @@ def looped_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
 
     q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
     """
-    window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal, return_weights=return_weights)
+    return looped_forward(attention_call(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
+                                         return_weights=return_weights))
+
+
+def looped_forward(call: AttentionCall):
+    """:func:`looped_attention` of a validated call (no dropout, no dilation: the door's defaults)."""
+    q, k, v, global_mask, key_padding_mask = call.q, call.k, call.v, call.global_mask, call.key_padding_mask
     B, H, T, _ = q.shape
-    acc = accum_dtype(q.dtype)
+    acc = call.acc
     out = torch.zeros(B, H, T, v.shape[-1], dtype=acc, device=q.device)
-    weights = torch.zeros(B, H, T, T, dtype=acc, device=q.device) if return_weights else None
+    weights = torch.zeros(B, H, T, T, dtype=acc, device=q.device) if call.return_weights else None
     for batch in range(B):
         is_global = [False] * T if global_mask is None else global_mask[batch].tolist()
         is_pad = [False] * T if key_padding_mask is None else key_padding_mask[batch].tolist()
         for i in range(T):
-            keys = allowed_keys(i, T, window, is_global, is_pad, causal)
+            keys = allowed_keys(i, T, call.reach, is_global, is_pad, call.causal)
             if not keys:
                 continue                                       # no allowed key: the row stays 0
             idx = torch.tensor(keys, device=q.device)          # (n,)
-            s = (k[batch, :, idx].to(acc) @ q[batch, :, i].to(acc)[:, :, None])[..., 0] * scale  # (H, n)
+            s = (k[batch, :, idx].to(acc) @ q[batch, :, i].to(acc)[:, :, None])[..., 0] * call.scale  # (H, n)
             p = masked_softmax(s, torch.ones_like(s, dtype=torch.bool))                 # (H, n)
             out[batch, :, i] = (p[:, None, :] @ v[batch, :, idx].to(acc))[:, 0]          # (H, Dh)
             if weights is not None:
                 weights[batch, :, i, idx] = p
     out = out.to(q.dtype)
-    return (out, weights) if return_weights else out
+    return (out, weights) if call.return_weights else out

@@ -22,7 +22,7 @@ def sparse_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
                      global_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None, *,
                      causal: bool = False, scale: Optional[float] = None, return_weights: bool = False,
                      impl: str = "hybrid", **kwargs):
-    """Run SPEC.md's attention with ``impl`` in {"dense", "looped", "unfold", "hybrid"}.
+    """Run docs/spec.md's attention with ``impl`` in {"dense", "looped", "unfold", "hybrid"}.
 
     Extra keyword arguments go to the implementation (``backend=`` for hybrid, ``dropout_p=``,
     and ``dilation=`` / ``pattern=`` for dense and hybrid: see :func:`tutor.masks.hybrid_mask`).

@@ -39,10 +39,11 @@ from torch import Tensor
 
 from torch.autograd.function import once_differentiable
 
-from ._checks import check_inputs, empty_result, needs_grad
+from ..arguments import check_int
+from .call import AttentionCall, attention_call
 from .fused_limits import fused_why_not
 from .global_rows import global_rows
-from .global_tokens import gather_tokens, global_slots, scatter_rows
+from .global_tokens import gather_tokens, scatter_rows
 from .softmax import LOG2E, accum_dtype
 from .triton_backward import hybrid_backward
 from .triton_steps import band_key_range, in_window, live_rows, load_global_slots, load_rows, outside_window, store_rows
@@ -211,18 +212,10 @@ def triton_hybrid_forward(q: Tensor, k: Tensor, v: Tensor, window: int,
                           block_m: Optional[int] = None, block_n: Optional[int] = None):
     """Output (B, H, T, Dh) and per-row log-sum-exp (B, H, T) float32 of the scores over each row's
     allowed keys (natural log; +inf for a row with no key). Differentiable in q, k, v (not in lse)."""
-    window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal)
-    reason = triton_why_not(q, needs_grad(q, k, v), False)
-    if reason is not None:
-        raise ValueError(f"backend='triton' cannot run here: {reason}")
-    B, H, T, Dh = q.shape
-    if q.numel() == 0:                                                     # B = 0 or H = 0: no tile to run
-        return empty_result(q, k, v, False), q.new_zeros(B, H, T, dtype=torch.float32)
-    q, k, v = (x.contiguous() for x in (q, k, v))                          # one (B, H, T, Dh) layout
-    idx, valid = global_slots(global_mask, key_padding_mask, B, T, q.device)  # (B, G), (B, G)
-    return TritonHybridFunction.apply(q, k, v, window, idx, valid, key_padding_mask, bool(causal), scale,
-                                      block_m, block_n)
+    call = attention_call(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale)
+    block_m, block_n = _check_tiles(block_m, block_n)
+    _refuse(call)
+    return triton_forward_lse(call, block_m=block_m, block_n=block_n)
 
 
 def triton_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
@@ -234,10 +227,37 @@ def triton_hybrid_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     Differentiable: the backward pass recomputes the probabilities from the saved per-row
     log-sum-exp (:mod:`.triton_backward`), so training keeps O(T) memory too.
     """
-    check_inputs(q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
-                 return_weights=return_weights)
-    reason = triton_why_not(q, needs_grad(q, k, v), return_weights)
+    call = attention_call(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
+                          return_weights=return_weights)
+    block_m, block_n = _check_tiles(block_m, block_n)
+    _refuse(call)
+    return triton_forward_lse(call, block_m=block_m, block_n=block_n)[0]
+
+
+def _check_tiles(block_m, block_n):
+    """Tile sizes: None (the default) or an int >= 16."""
+    return tuple(None if b is None else check_int(name, b, 16) for name, b in (("block_m", block_m), ("block_n", block_n)))
+
+
+def _refuse(call: AttentionCall) -> None:
+    """A ValueError when :func:`triton_why_not` says the kernel cannot run this call."""
+    reason = triton_why_not(call.q, call.needs_grad, call.return_weights, call.dropout_p > 0)
     if reason is not None:
         raise ValueError(f"backend='triton' cannot run here: {reason}")
-    return triton_hybrid_forward(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
-                                 block_m=block_m, block_n=block_n)[0]
+
+
+def triton_forward(call: AttentionCall) -> Tensor:
+    """:func:`triton_hybrid_attention` of a validated call that :func:`triton_why_not` accepts: (B, H, T, Dh)."""
+    return triton_forward_lse(call)[0]
+
+
+def triton_forward_lse(call: AttentionCall, *, block_m: Optional[int] = None,
+                       block_n: Optional[int] = None):
+    """Out (B, H, T, Dh) and lse (B, H, T) float32 of a validated call (see :func:`triton_hybrid_forward`)."""
+    B, H, T, Dh = call.q.shape
+    if call.empty:                                                         # B = 0 or H = 0: no tile to run
+        return call.empty_result(), call.q.new_zeros(B, H, T, dtype=torch.float32)
+    q, k, v = (x.contiguous() for x in (call.q, call.k, call.v))           # one (B, H, T, Dh) layout
+    idx, valid = call.slots                                                # (B, G), (B, G)
+    return TritonHybridFunction.apply(q, k, v, call.reach, idx, valid, call.key_padding_mask, call.causal,
+                                      call.scale, block_m, block_n)

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_inputs
-from .softmax import accum_dtype, masked_softmax
-from .global_tokens import effective_globals, gather_tokens, global_index, global_row_probs, scatter_rows
+from .call import AttentionCall, attention_call
+from .global_tokens import effective_globals, gather_tokens, global_row_probs, scatter_rows
+from .softmax import masked_softmax
 
 
 def unfold_windows(x: Tensor, window: int, fill=0) -> Tensor:
@@ -51,17 +51,22 @@ def unfold_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
 
     q, k, v: (B, H, T, Dh). Returns out (B, H, T, Dh) [, weights (B, H, T, T)].
     """
-    window, global_mask, key_padding_mask, scale = check_inputs(
-        q, k, v, window, global_mask, key_padding_mask, scale, causal=causal,
-        return_weights=return_weights, dropout_p=dropout_p)
+    return unfold_forward(attention_call(q, k, v, window, global_mask, key_padding_mask, causal=causal, scale=scale,
+                                         return_weights=return_weights, dropout_p=dropout_p))
+
+
+def unfold_forward(call: AttentionCall):
+    """:func:`unfold_attention` of a validated call: its windows are ``2 * call.reach + 1`` wide."""
+    q, k, v, key_padding_mask = call.q, call.k, call.v, call.key_padding_mask
+    window, causal, scale, dropout_p = call.reach, call.causal, call.scale, call.dropout_p
     B, H, T, _ = q.shape
     dev = q.device
     is_pad = key_padding_mask if key_padding_mask is not None else torch.zeros(B, T, dtype=torch.bool, device=dev)
-    is_global = effective_globals(global_mask, key_padding_mask)
+    is_global = effective_globals(call.global_mask, key_padding_mask)      # (B, T): global, not padding
     if is_global is None:
         is_global = torch.zeros(B, T, dtype=torch.bool, device=dev)
-    idx, valid = global_index(is_global)                                   # (B, G), (B, G)
-    acc = accum_dtype(q.dtype)
+    idx, valid = call.slots                                                # (B, G), (B, G)
+    acc = call.acc
     qf, kf, vf = q.to(acc), k.to(acc), v.to(acc)
     if key_padding_mask is not None:                                       # padded values: exact 0
         vf = vf.masked_fill(key_padding_mask[:, None, :, None], 0.0)
@@ -90,7 +95,7 @@ def unfold_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
     p_rows = global_row_probs(q, k, idx, valid, key_padding_mask, causal, scale, acc)  # (B, H, G, T)
     p_rows_drop = F.dropout(p_rows, dropout_p) if dropout_p > 0 else p_rows
     out = scatter_rows(out, idx, valid, p_rows_drop @ vf).to(q.dtype)     # (B, H, T, Dh)
-    if not return_weights:
+    if not call.return_weights:
         return out
 
     # attention map rebuilt by scatter: slot r of row i is column i - w + r

@@ -18,7 +18,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..masks import MaskMod, check_int, hybrid_mask, hybrid_mask_mod
+from ..arguments import check_int, check_window
+from ..masks import MaskMod, hybrid_mask, hybrid_mask_mod
 
 __all__ = ["to_sdpa_mask", "to_flex_mask_mod", "to_longformer_masks", "from_longformer_masks",
            "qa_global_attention_mask", "cls_global_attention_mask"]
@@ -37,7 +38,7 @@ def to_sdpa_mask(T: int, window: int, global_mask: Optional[Tensor] = None,
 def to_flex_mask_mod(window: int, global_mask: Optional[Tensor] = None,
                      key_padding_mask: Optional[Tensor] = None, *, causal: bool = False) -> MaskMod:
     """FlexAttention's ``mask_mod``: ours already is one (same argument order, True = may attend)."""
-    check_int("window", window, 0)
+    check_window(window)
     return hybrid_mask_mod(window, global_mask, key_padding_mask, causal=causal)
 
 

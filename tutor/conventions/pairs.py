@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..masks import check_int
+from ..arguments import check_int
 
 __all__ = ["flash_pairs", "longformer_pairs", "local_attention_pairs", "natten_pairs",
            "sliding_window_pairs", "bigbird_band_pairs"]

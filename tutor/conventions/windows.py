@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-from ..masks import check_int
+from ..arguments import check_int, check_window
 
 __all__ = ["to_longformer", "from_longformer", "to_flash_window_size", "from_flash_window_size",
            "to_local_attention", "from_local_attention", "to_natten", "from_natten",
@@ -21,7 +21,7 @@ __all__ = ["to_longformer", "from_longformer", "to_flash_window_size", "from_fla
 
 
 def _window(window) -> int:
-    return check_int("window", window, 0)
+    return check_window(window)
 
 
 # --------------------------------------------------------------------------- HF Longformer

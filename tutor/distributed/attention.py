@@ -15,7 +15,6 @@ All transport is ``torch.distributed`` (gloo on CPU, NCCL on GPU); gradients flo
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -103,10 +102,9 @@ def sequence_parallel_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
         idx, _ = global_slots(global_mask, key_padding_mask, q.shape[0], q.shape[2], q.device)
         return idx.shape[1]
 
-    layout, window = exchange_layout(q, k, v, window, global_mask, key_padding_mask, causal, scale,
-                                     needs_grad, count_globals, group)
+    layout, window, causal, scale = exchange_layout(q, k, v, window, global_mask, key_padding_mask, causal, scale,
+                                                    needs_grad, count_globals, group)
     B, H, T_r, Dh = q.shape
-    scale = 1.0 / math.sqrt(Dh) if scale is None else float(scale)
     kpm = key_padding_mask if key_padding_mask is not None else torch.zeros(B, T_r, dtype=torch.bool, device=q.device)
     glob = None
     if layout.max_globals > 0:                      # the same decision on every rank

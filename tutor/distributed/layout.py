@@ -8,7 +8,6 @@ is an exception on every rank, never a hang in a later collective.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -16,11 +15,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..arguments import FLOAT_DTYPES, check_bool_mask, check_flag, check_qkv, check_scale, check_window
 from .sharding import bounds_from_lengths
 
 __all__ = ["Layout", "check_local", "exchange_layout"]
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 FIELDS = ("ok", "T_r", "B", "H", "Dh", "window", "causal", "dtype", "needs_grad", "G_r", "scale")
 
 
@@ -45,49 +44,20 @@ class Layout:
         return self.bounds[self.rank][1]
 
 
-def _check_mask(name: str, mask: Optional[Tensor], q: Tensor) -> None:
-    if mask is None:
-        return
-    B, T_r = q.shape[0], q.shape[2]
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(f"{name} must be a bool tensor of shape (B, T_r) = ({B}, {T_r}) or None, got {got}")
-    if tuple(mask.shape) != (B, T_r):
-        raise ValueError(f"{name} must have shape (B, T_r) = ({B}, {T_r}), got {tuple(mask.shape)}")
-    if mask.device != q.device:
-        raise ValueError(f"{name} must be on q's device {q.device}, got {mask.device}")
+def check_local(q, k, v, window, global_mask, key_padding_mask, causal, scale) -> Tuple[int, bool, float]:
+    """Check this rank's arguments (shapes of one shard) with the validators every entry point uses.
 
-
-def check_local(q, k, v, window, global_mask, key_padding_mask, scale) -> int:
-    """Check this rank's arguments (shapes of one shard); returns the window as an int."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (B, H, T_r, Dh), got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must have shape (B, H, T_r, Dh), got shape {tuple(t.shape)}")
-        if t.dtype not in DTYPES:
-            raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {t.dtype}")
-    if not (q.shape == k.shape == v.shape):
-        raise ValueError(f"q, k, v must share one shape (B, H, T_r, Dh), got q {tuple(q.shape)}, "
-                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
-        raise TypeError(f"q, k, v must share one dtype and device, got {q.dtype}/{q.device}, "
-                        f"{k.dtype}/{k.device}, {v.dtype}/{v.device}")
-    if q.shape[2] == 0 or q.shape[3] == 0:
-        raise ValueError(f"every rank must hold T_r >= 1 positions and Dh >= 1, got q {tuple(q.shape)}")
-    if isinstance(window, (bool, float)):
-        raise TypeError(f"window must be a non-negative int, got {type(window).__name__} {window!r}")
-    try:
-        window = operator.index(window)
-    except TypeError:
-        raise TypeError(f"window must be a non-negative int, got {type(window).__name__} {window!r}") from None
-    if window < 0:
-        raise ValueError(f"window must be a non-negative int, got {window}")
-    _check_mask("global_mask", global_mask, q)
-    _check_mask("key_padding_mask", key_padding_mask, q)
-    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
-    return window
+    Returns ``(window, causal, scale)``: the window as an int, causal as a bool and the scale
+    resolved (``1 / sqrt(Dh)`` for None; zero and negative allowed, as in ``hybrid_attention``).
+    """
+    check_qkv(q, k, v)
+    B, _, T_r, Dh = q.shape
+    window = check_window(window)
+    check_bool_mask("global_mask", global_mask, B, T_r, q.device)
+    check_bool_mask("key_padding_mask", key_padding_mask, B, T_r, q.device)
+    causal = check_flag("causal", causal)
+    scale = check_scale(scale)
+    return window, causal, 1.0 / math.sqrt(Dh) if scale is None else scale
 
 
 def _mismatch(table: List[List[float]], field: str) -> Optional[str]:
@@ -101,8 +71,9 @@ def _mismatch(table: List[List[float]], field: str) -> Optional[str]:
 
 def exchange_layout(q: Tensor, k: Tensor, v: Tensor, window, global_mask: Optional[Tensor],
                     key_padding_mask: Optional[Tensor], causal: bool, scale: Optional[float],
-                    needs_grad: bool, count_globals, group=None) -> Tuple[Layout, int]:
-    """Check locally, all-gather one row per rank, check across ranks; returns (layout, window).
+                    needs_grad: bool, count_globals, group=None) -> Tuple[Layout, int, bool, float]:
+    """Check locally, all-gather one row per rank, check across ranks; returns
+    ``(layout, window, causal, scale)`` with the scale resolved (see :func:`check_local`).
 
     ``needs_grad``: which of q, k, v need a gradient, as the bits 4·q + 2·k + v.
     ``count_globals()`` gives this rank's largest number of global tokens in a sequence (called
@@ -112,10 +83,9 @@ def exchange_layout(q: Tensor, k: Tensor, v: Tensor, window, global_mask: Option
     """
     error, row = None, [0.0] * len(FIELDS)
     try:
-        window = check_local(q, k, v, window, global_mask, key_padding_mask, scale)
+        window, causal, scale = check_local(q, k, v, window, global_mask, key_padding_mask, causal, scale)
         B, H, T_r, Dh = q.shape
-        row = [1, T_r, B, H, Dh, window, bool(causal), DTYPES.index(q.dtype), int(needs_grad),
-               count_globals(), -1.0 if scale is None else float(scale)]
+        row = [1, T_r, B, H, Dh, window, causal, FLOAT_DTYPES.index(q.dtype), int(needs_grad), count_globals(), scale]
     except (TypeError, ValueError) as exc:
         error = exc
     device = q.device if isinstance(q, Tensor) else torch.device("cpu")
@@ -140,4 +110,4 @@ def exchange_layout(q: Tensor, k: Tensor, v: Tensor, window, global_mask: Option
     lengths = [int(row[FIELDS.index("T_r")]) for row in table]
     bounds = bounds_from_lengths(lengths)
     max_globals = max(int(row[FIELDS.index("G_r")]) for row in table)
-    return Layout(rank, world, tuple(bounds), max_globals), window
+    return Layout(rank, world, tuple(bounds), max_globals), window, causal, scale

@@ -22,6 +22,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from ..arguments import check_flag, check_int, check_window
 from ..costs import key_span
 from ..masks import global_mask_at, hybrid_mask
 from .masks import plot_mask
@@ -42,11 +43,8 @@ def plot_query_blocks(T: int, window: int, block: int, global_positions: Sequenc
     ``n - n_side .. n + n_side``, ``n_side = ceil(w / b)`` (solid), clipped to the sequence: with ``b = w`` the
     two coincide. Global keys are extra columns of every block; global rows a separate pass.
     """
-    for name, val in (("T", T), ("block", block)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
-    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-        raise ValueError(f"window must be a non-negative int, got {window!r}")
+    T, block, window = check_int("T", T, 1), check_int("block", block, 1), check_window(window)
+    causal = check_flag("causal", causal)
     gm = global_mask_at(T, global_positions)                               # (1, T)
     mask = hybrid_mask(T, window, gm, causal=causal)                       # (1, T, T)
     n_side, span = key_span(window, block, causal)                         # the backend's own formula

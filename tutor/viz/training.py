@@ -14,13 +14,14 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..arguments import check_int
+
 __all__ = ["moving_average", "plot_learning_curves", "plot_cls_attention"]
 
 
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     """Trailing mean over the last ``window`` values (fewer at the start): same length as ``values``."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be a positive int, got {window!r}")
+    window = check_int("window", window, 1)
     x = np.asarray(values, dtype=float)
     if x.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {x.shape}")

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 
+from ..arguments import check_bool_mask, check_int, check_window
 from ..attention.global_tokens import global_index
 from ..attention.unfold import unfold_windows
 
@@ -27,14 +28,6 @@ __all__ = ["plot_unfold", "SLOT_KINDS", "slot_kinds", "plot_score_slots", "forma
            "plot_memory_bars"]
 
 PAD_COLOR, REAL_COLOR = "#d9d9d9", "#cfe2f3"
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
-    return int(value)
 
 
 def plot_unfold(T: int, window: int, highlight: Sequence[int] = (0,)) -> Figure:
@@ -45,7 +38,7 @@ def plot_unfold(T: int, window: int, highlight: Sequence[int] = (0,)) -> Figure:
     slot ``r`` of row ``i`` holds position ``i - w + r``. Slots on the zero padding are grey,
     hatched and say "pad". Rows in ``highlight`` are outlined in both panels.
     """
-    T, window = _check_int("T", T, 1), _check_int("window", window, 0)
+    T, window = check_int("T", T, 1), check_window(window)
     highlight = [int(i) for i in highlight]
     if any(not 0 <= i < T for i in highlight):
         raise ValueError(f"highlight rows must lie in [0, T={T}), got {highlight}")
@@ -109,15 +102,12 @@ def slot_kinds(window: int, global_mask: Tensor, key_padding_mask: Optional[Tens
     ``global_mask``, ``key_padding_mask``: (B, T) bool. G is the largest number of (unpadded)
     global tokens in one sequence. Padded query rows are all "key padding".
     """
-    window = _check_int("window", window, 0)
-    if not isinstance(global_mask, Tensor) or global_mask.dtype != torch.bool or global_mask.dim() != 2:
-        raise TypeError(f"global_mask must be a bool tensor of shape (B, T), got {global_mask!r:.60}")
-    B, T = global_mask.shape
-    pad = torch.zeros(B, T, dtype=torch.bool) if key_padding_mask is None else key_padding_mask
-    if not isinstance(pad, Tensor) or pad.dtype != torch.bool or tuple(pad.shape) != (B, T):
-        raise ValueError(f"key_padding_mask must be None or bool of shape (B, T) = ({B}, {T}), got "
-                         f"{getattr(pad, 'dtype', type(pad).__name__)} {tuple(getattr(pad, 'shape', ()))}")
-    pad = pad.cpu()
+    window = check_window(window)
+    if global_mask is None:
+        raise TypeError("global_mask must be a bool tensor of shape (B, T), got None")
+    B, T = check_bool_mask("global_mask", global_mask, None, None).shape
+    key_padding_mask = check_bool_mask("key_padding_mask", key_padding_mask, B, T)
+    pad = torch.zeros(B, T, dtype=torch.bool) if key_padding_mask is None else key_padding_mask.cpu()
     is_global = global_mask.cpu() & ~pad
     idx, valid = global_index(is_global)                                   # (B, G), (B, G)
     in_range = unfold_windows(torch.ones(B, T, dtype=torch.bool), window, False)  # (B, T, 2w+1)
