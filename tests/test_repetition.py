@@ -16,13 +16,13 @@ A repeat is named by the innermost function or class around its first line on ea
 move lines. The section "Repeated code left on purpose" at the end of docs/architecture.md lists
 the pairs allowed, one table row each with its reason. The test fails on a repeat the table does
 not list (naming both places, their lines and the first shared line), on a row whose repeat is
-gone, and on more than ``BUDGET`` rows (the rows under "pending" are not counted: they wait for
-other changes and are emptied when those are merged).
+gone, and on more than ``BUDGET`` rows.
 """
 from __future__ import annotations
 
 import ast
 import io
+import itertools
 import keyword
 import re
 import tokenize
@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tutor"
 DOC = ROOT / "docs" / "architecture.md"
 SECTION = "## Repeated code left on purpose"
-PENDING = "### pending"     # rows below this heading wait for other changes: not in the budget
 
+_UNIQUE = itertools.count()   # each declaration line gets a shape no other line has
 MIN_LINES = 6       # consecutive lines of one shape that make a repeat
 MOST_PLACES = 8     # a run standing in more places than this is a house pattern, not a copy
 HOUSE_FILES = 8     # a line shape found in this many files is a house shape (``ID = ID``, ``S ,``)
@@ -81,9 +81,12 @@ def shape_of(text: str) -> str:
 
 
 def code_lines(source: str) -> List[Line]:
-    """The lines of a Python file that count: no blank, comment, docstring, lone-punctuation or import line."""
+    """The lines of a Python file that count: no blank, comment, docstring, lone-punctuation or import
+    line; a declaration (a ``def`` header's lines, a bare annotated field ``name: type``) counts as a
+    line that matches no other, so a run never goes through it."""
     comments: Dict[int, int] = {}                       # line -> column where its comment starts
     skipped: Set[int] = set()                           # import statements and lone strings (docstrings)
+    declared = declaration_lines(source)                # kept as run breakers: they never match
     statement: List[tokenize.TokenInfo] = []
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
@@ -100,8 +103,21 @@ def code_lines(source: str) -> List[Line]:
         text = " ".join(raw[:comments.get(number, len(raw))].split())
         if number in skipped or not re.search(r"\w", text) or _IMPORT.match(text):
             continue
-        kept.append(Line(number, text, shape_of(text)))
+        kept.append(Line(number, text, f"<declaration {next(_UNIQUE)}>" if number in declared else shape_of(text)))
     return kept
+
+
+def declaration_lines(source: str) -> Set[int]:
+    """Lines that declare rather than do: a function's header (``def`` up to its body; parameter lists
+    of kernels that take the same tensors are alike by necessity) and bare annotated fields of a
+    dataclass (``n_blocks: int``)."""
+    lines: Set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines.update(range(node.lineno, node.body[0].lineno))
+        elif isinstance(node, ast.AnnAssign) and node.value is None:
+            lines.update(range(node.lineno, node.end_lineno + 1))
+    return lines
 
 
 def scopes_of(source: str) -> Dict[int, str]:
@@ -169,22 +185,20 @@ def package_repeats() -> Tuple[List[Repeat], Dict[str, Dict[int, str]]]:
     return find_repeats(files), scopes
 
 
-def allowed_pairs(text: str) -> Dict[FrozenSet[str], Tuple[str, bool]]:
-    """``{pair: (reason, pending)}`` from the tables of the section "Repeated code left on purpose"."""
+def allowed_pairs(text: str) -> Dict[FrozenSet[str], str]:
+    """``{pair: reason}`` from the tables of the section "Repeated code left on purpose"."""
     assert SECTION in text, f"{DOC.name} has no section {SECTION!r} (it must be its last section)"
     section = text.split(SECTION, 1)[1]
     assert "\n## " not in section, f"{SECTION!r} must be the last section of {DOC.name}"
-    allowed: Dict[FrozenSet[str], Tuple[str, bool]] = {}
-    pending = False
+    allowed: Dict[FrozenSet[str], str] = {}
     for row in section.splitlines():
-        pending = pending or row.startswith(PENDING)
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
         if not row.lstrip().startswith("|") or len(cells) != 2 or "~" not in cells[0]:
             continue                                            # prose, header or separator row
         pair = frozenset(p.strip().strip("`") for p in cells[0].split("~"))
         assert pair not in allowed, f"{cells[0]} is listed twice in {DOC.name}"
         assert cells[1], f"{cells[0]} needs its reason in {DOC.name}"
-        allowed[pair] = (cells[1], pending)
+        allowed[pair] = cells[1]
     return allowed
 
 
@@ -204,7 +218,7 @@ def test_repeated_code_is_only_where_the_architecture_doc_allows_it():
     if gone:
         pytest.fail(f"rows of {SECTION!r} in docs/architecture.md whose repeat is gone (delete them):\n  "
                     + "\n  ".join(gone), pytrace=False)
-    kept = [" ~ ".join(sorted(key)) for key, (_, pending) in allowed.items() if not pending]
+    kept = [" ~ ".join(sorted(key)) for key in allowed]
     assert len(kept) <= BUDGET, f"{len(kept)} pairs left on purpose, the budget is {BUDGET}: {kept}"
 
 
@@ -215,7 +229,8 @@ def test_the_detector_finds_a_renamed_copy_and_ignores_imports_and_comments():
     padding = "import os\nfrom typing import (\n    List,\n)\n# a comment\n\n"
     files = {"one.py": code_lines(padding + body), "two.py": code_lines(renamed)}
     (r,) = find_repeats(files)
-    assert (r.a, r.b, r.length, r.first) == (("one.py", 7, 13), ("two.py", 1, 7), 7, "def f(a, b):")
+    # the def lines are declarations: they break runs, so the copy is the body
+    assert (r.a, r.b, r.length, r.first) == (("one.py", 8, 13), ("two.py", 2, 7), 6, "x = a + 1")
     assert shape_of('x = f("a", 2.5)  ') == "ID = ID( S , N )"
     assert find_repeats({"one.py": code_lines(body), "two.py": code_lines("def f(a):\n    return a\n")}) == []
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["check_int", "check_window", "check_dilation", "check_flag", "check_scale", "check_probability",
-           "check_bool_mask", "check_qkv", "check_pattern", "FLOAT_DTYPES"]
+           "check_bool_mask", "check_heads", "check_qkv", "check_pattern", "FLOAT_DTYPES"]
 
 #: dtypes q, k, v may have (float64 for gradcheck)
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -128,15 +128,25 @@ def check_bool_mask(name: str, mask, B: Optional[int], T: Optional[int], device=
     return mask
 
 
+def check_heads(name: str, t, layout: str = "(B, H, T, Dh)") -> Tensor:
+    """One tensor of heads: 4-D, floating (float32, float16, bfloat16; float64 for gradcheck), with at
+    least one position and one feature. ``layout`` names the dimensions in the message."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(f"{name} must have shape {layout}, got {t.dim()}-D shape {tuple(t.shape)}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16 (float64 for gradcheck), got {t.dtype}")
+    if t.shape[2] == 0 or t.shape[3] == 0:
+        raise ValueError(f"{name} must have T >= 1 and Dh >= 1, got shape {tuple(t.shape)}")
+    return t
+
+
 def check_qkv(q, k, v) -> None:
     """q, k, v: float tensors of one shape (B, H, T, Dh), one dtype, one device, T >= 1, Dh >= 1."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (B, H, T, Dh), got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must have shape (B, H, T, Dh), got {t.dim()}-D shape {tuple(t.shape)}")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be float32, float16 or bfloat16 (float64 for gradcheck), got {t.dtype}")
+        if not isinstance(t, Tensor) or t.dim() != 4 or t.dtype not in FLOAT_DTYPES:
+            check_heads(name, t)
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
     if not (q.device == k.device == v.device):
@@ -145,8 +155,7 @@ def check_qkv(q, k, v) -> None:
         raise ValueError(f"k must have the same (B, H, T, Dh) as q: q {tuple(q.shape)}, k {tuple(k.shape)}")
     if v.shape != q.shape:                                                 # docs/spec.md: all (B, H, T, Dh)
         raise ValueError(f"v must have the same (B, H, T, Dh) as q: q {tuple(q.shape)}, v {tuple(v.shape)}")
-    if q.shape[2] == 0 or q.shape[3] == 0:
-        raise ValueError(f"q must have T >= 1 and Dh >= 1, got shape {tuple(q.shape)}")
+    check_heads("q", q)                                                    # T >= 1 and Dh >= 1
 
 
 def check_pattern(pattern) -> Optional[Callable]:

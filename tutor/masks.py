@@ -27,6 +27,8 @@ checks them.
 """
 from __future__ import annotations
 
+import operator
+
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -130,28 +132,25 @@ def generate_key_padding(key_padding_mask: Tensor) -> MaskMod:
 
 def and_masks(*mask_mods: MaskMod) -> MaskMod:
     """A pair is allowed when every predicate allows it."""
-    if not mask_mods:
-        raise ValueError("and_masks needs at least one mask_mod")
-
-    def and_mask(batch, head, q_idx, kv_idx):
-        result = mask_mods[0](batch, head, q_idx, kv_idx)
-        for mod in mask_mods[1:]:
-            result = result & mod(batch, head, q_idx, kv_idx)
-        return result
-    return name_mask(and_mask, " & ".join(m.__name__ for m in mask_mods), *mask_mods)
+    return _combined("and_masks", "&", operator.and_, mask_mods)
 
 
 def or_masks(*mask_mods: MaskMod) -> MaskMod:
     """A pair is allowed when any predicate allows it."""
-    if not mask_mods:
-        raise ValueError("or_masks needs at least one mask_mod")
+    return _combined("or_masks", "|", operator.or_, mask_mods)
 
-    def or_mask(batch, head, q_idx, kv_idx):
+
+def _combined(caller: str, symbol: str, op, mask_mods) -> MaskMod:
+    """One predicate folding ``mask_mods`` with ``op`` (``&`` or ``|``), named ``"a & b"`` / ``"a | b"``."""
+    if not mask_mods:
+        raise ValueError(f"{caller} needs at least one mask_mod")
+
+    def combined(batch, head, q_idx, kv_idx):
         result = mask_mods[0](batch, head, q_idx, kv_idx)
         for mod in mask_mods[1:]:
-            result = result | mod(batch, head, q_idx, kv_idx)
+            result = op(result, mod(batch, head, q_idx, kv_idx))
         return result
-    return name_mask(or_mask, " | ".join(m.__name__ for m in mask_mods), *mask_mods)
+    return name_mask(combined, f" {symbol} ".join(m.__name__ for m in mask_mods), *mask_mods)
 
 
 def create_mask(mask_mod: MaskMod, B: int, T: int, device=None) -> Tensor:

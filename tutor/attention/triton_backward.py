@@ -47,8 +47,9 @@ from torch import Tensor
 from .global_rows import global_rows_backward
 from .global_tokens import gather_tokens, scatter_rows
 from .softmax import LOG2E
-from .triton_steps import (band_key_range, in_window, live_rows, load_global_slots, load_row_stats, load_rows,
-                           outside_window, store_rows)
+from .triton_steps import (band_key_range, in_window, live_rows, load_global_slots, load_key_tile,
+                           load_row_stats, load_rows, outside_window, program_tile, recompute_tile,
+                           store_rows)
 
 try:
     import triton
@@ -64,11 +65,7 @@ def hybrid_dkdv_kernel(Q, K, V, DO, LSE2, DELTA, DK, DV, PAD,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """Program (key tile, batch*H + head): dk, dv of BLOCK_N keys from the band of queries that see them."""
     pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    batch = pid_bh // H
-    base = batch * stride_b + (pid_bh % H) * stride_h                      # this (batch, head)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)                       # key positions
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_n, offs_d, pid_bh, batch, base = program_tile(H, stride_b, stride_h, BLOCK_N, BLOCK_D)  # keys
     k_live = live_rows(PAD, batch, offs_n, T, HAS_PAD)                     # keys that exist, unpadded
     k = load_rows(K, base, offs_n, offs_d, stride_t, Dh, k_live)           # (BLOCK_N, BLOCK_D)
     v = load_rows(V, base, offs_n, offs_d, stride_t, Dh, k_live)           # (BLOCK_N, BLOCK_D)
@@ -88,12 +85,9 @@ def hybrid_dkdv_kernel(Q, K, V, DO, LSE2, DELTA, DK, DV, PAD,
         q = load_rows(Q, base, offs_m, offs_d, stride_t, Dh, q_live)       # (BLOCK_M, BLOCK_D)
         do = load_rows(DO, base, offs_m, offs_d, stride_t, Dh, q_live)     # (BLOCK_M, BLOCK_D)
         lse2, delta = load_row_stats(LSE2, DELTA, pid_bh, offs_m, T)       # (BLOCK_M,) x 2; lse2 +inf: P = 0
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale   # (BLOCK_M, BLOCK_N), log2 units
         ok = q_live[:, None] & k_live[None, :] & in_window(offs_m, offs_n, window, CAUSAL)
-        p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)                  # (BLOCK_M, BLOCK_N) recomputed P
+        p, ds = recompute_tile(q, do, k, v, ok, lse2, delta, qk_scale, PRECISION)  # (BLOCK_M, BLOCK_N) x 2
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)       # P^T dO
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)            # (BLOCK_M, BLOCK_N) dO V^T
-        ds = p * (dp - delta[:, None])                                     # dS = P * (dP - D)
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)        # dS^T Q (scale later)
     store_rows(DK, base, offs_n, offs_d, stride_t, Dh, offs_n < T, dk)    # float32, q's layout
     store_rows(DV, base, offs_n, offs_d, stride_t, Dh, offs_n < T, dv)
@@ -107,11 +101,7 @@ def hybrid_dq_kernel(Q, K, V, DO, LSE2, DELTA, DQ, DKG, DVG, PAD, GIDX, GVALID,
     """Program (query tile, batch*H + head): dq of BLOCK_M queries (band and global keys); adds the
     global keys' dk, dv contributions of these queries into DKG, DVG (B*H, G, Dh) atomically."""
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    batch = pid_bh // H
-    base = batch * stride_b + (pid_bh % H) * stride_h                      # this (batch, head)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                       # query positions
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_m, offs_d, pid_bh, batch, base = program_tile(H, stride_b, stride_h, BLOCK_M, BLOCK_D)  # queries
     q_live = live_rows(PAD, batch, offs_m, T, HAS_PAD)                     # padded queries: 0, no gradient
     q = load_rows(Q, base, offs_m, offs_d, stride_t, Dh, q_live)           # (BLOCK_M, BLOCK_D)
     do = load_rows(DO, base, offs_m, offs_d, stride_t, Dh, q_live)         # (BLOCK_M, BLOCK_D)
@@ -121,15 +111,10 @@ def hybrid_dq_kernel(Q, K, V, DO, LSE2, DELTA, DQ, DKG, DVG, PAD, GIDX, GVALID,
     # 1) the band, the same key tiles as the forward
     lo, hi = band_key_range(pid_m, window, T, CAUSAL, BLOCK_M, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        k_live = live_rows(PAD, batch, offs_n, T, HAS_PAD)
-        k = load_rows(K, base, offs_n, offs_d, stride_t, Dh, k_live)       # (BLOCK_N, BLOCK_D)
-        v = load_rows(V, base, offs_n, offs_d, stride_t, Dh, k_live)       # (BLOCK_N, BLOCK_D)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale   # (BLOCK_M, BLOCK_N)
+        offs_n, k_live, k, v = load_key_tile(K, V, PAD, base, batch, start, offs_d, stride_t, T, Dh,
+                                             HAS_PAD, BLOCK_N)             # (BLOCK_N, BLOCK_D) k, v
         ok = q_live[:, None] & k_live[None, :] & in_window(offs_m, offs_n, window, CAUSAL)
-        p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)            # (BLOCK_M, BLOCK_N)
-        ds = p * (dp - delta[:, None])
+        _, ds = recompute_tile(q, do, k, v, ok, lse2, delta, qk_scale, PRECISION)  # (BLOCK_M, BLOCK_N)
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)         # dS K (scale later)
 
     # 2) the global keys outside the window (inside it the band counted them)
@@ -138,11 +123,8 @@ def hybrid_dq_kernel(Q, K, V, DO, LSE2, DELTA, DQ, DKG, DVG, PAD, GIDX, GVALID,
         g_pos, g_ok = load_global_slots(GIDX, GVALID, batch, offs_g, G)    # (BLOCK_G,) positions, real slots
         kg = load_rows(K, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
         vg = load_rows(V, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
-        s = tl.dot(q, tl.trans(kg), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_G)
         ok = q_live[:, None] & g_ok[None, :] & outside_window(offs_m, g_pos, window, CAUSAL)
-        p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)                  # (BLOCK_M, BLOCK_G)
-        dp = tl.dot(do, tl.trans(vg), input_precision=PRECISION)           # (BLOCK_M, BLOCK_G)
-        ds = p * (dp - delta[:, None])
+        p, ds = recompute_tile(q, do, kg, vg, ok, lse2, delta, qk_scale, PRECISION)  # (BLOCK_M, BLOCK_G) x 2
         dq += tl.dot(ds.to(kg.dtype), kg, input_precision=PRECISION)
         dkg = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)        # (BLOCK_G, BLOCK_D)
         dvg = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)       # (BLOCK_G, BLOCK_D)

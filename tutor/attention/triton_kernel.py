@@ -46,7 +46,8 @@ from .global_rows import global_rows
 from .global_tokens import gather_tokens, scatter_rows
 from .softmax import LOG2E, accum_dtype
 from .triton_backward import hybrid_backward
-from .triton_steps import band_key_range, in_window, live_rows, load_global_slots, load_rows, outside_window, store_rows
+from .triton_steps import (band_key_range, in_window, live_rows, load_global_slots, load_key_tile, load_rows,
+                           online_softmax_step, outside_window, program_tile, store_rows)
 
 try:
     import triton
@@ -64,11 +65,7 @@ def hybrid_fwd_kernel(Q, K, V, O, LSE2, PAD, GIDX, GVALID,
     """Program (query tile, batch*H + head): out rows of local + global attention, online softmax;
     LSE2 (B*H, T) float32 gets each row's log-sum-exp in log2 units (+inf for a row with no key)."""
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    batch = pid_bh // H
-    base = batch * stride_b + (pid_bh % H) * stride_h                      # this (batch, head)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)                       # query positions
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_m, offs_d, pid_bh, batch, base = program_tile(H, stride_b, stride_h, BLOCK_M, BLOCK_D)  # queries
     q_live = live_rows(PAD, batch, offs_m, T, HAS_PAD)                     # padded rows read nothing
     q = load_rows(Q, base, offs_m, offs_d, stride_t, Dh, q_live)           # (BLOCK_M, BLOCK_D)
 
@@ -79,37 +76,21 @@ def hybrid_fwd_kernel(Q, K, V, O, LSE2, PAD, GIDX, GVALID,
     # 1) the band: key tiles that can fall inside some query's window
     lo, hi = band_key_range(pid_m, window, T, CAUSAL, BLOCK_M, BLOCK_N)
     for start in range(lo, hi, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        k_live = live_rows(PAD, batch, offs_n, T, HAS_PAD)                 # keys that exist, unpadded
-        k = load_rows(K, base, offs_n, offs_d, stride_t, Dh, k_live)       # (BLOCK_N, BLOCK_D)
+        offs_n, k_live, k, v = load_key_tile(K, V, PAD, base, batch, start, offs_d, stride_t, T, Dh,
+                                             HAS_PAD, BLOCK_N)             # (BLOCK_N, BLOCK_D) k, v; padded: 0
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale   # (BLOCK_M, BLOCK_N)
         ok = q_live[:, None] & k_live[None, :] & in_window(offs_m, offs_n, window, CAUSAL)
-        s = tl.where(ok, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)               # all masked so far: no NaN
-        p = tl.exp2(s - m_use[:, None])                                    # masked -> exactly 0
-        alpha = tl.exp2(m_i - m_use)
-        v = load_rows(V, base, offs_n, offs_d, stride_t, Dh, k_live)       # (BLOCK_N, BLOCK_D); padded: 0, never 0 * NaN
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, ok, v, m_i, l_i, acc, PRECISION)
 
     # 2) the global keys, gathered by position; those inside the window were counted above
     for g0 in range(0, G, BLOCK_G):
         offs_g = g0 + tl.arange(0, BLOCK_G)
         g_pos, g_ok = load_global_slots(GIDX, GVALID, batch, offs_g, G)    # (BLOCK_G,) positions, real slots
         kg = load_rows(K, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
+        vg = load_rows(V, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
         s = tl.dot(q, tl.trans(kg), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_G)
         ok = q_live[:, None] & g_ok[None, :] & outside_window(offs_m, g_pos, window, CAUSAL)
-        s = tl.where(ok, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)
-        vg = load_rows(V, base, g_pos, offs_d, stride_t, Dh, g_ok)         # (BLOCK_G, BLOCK_D)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vg.dtype), vg, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, ok, vg, m_i, l_i, acc, PRECISION)
 
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]                       # empty rows stay 0
     lse2 = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("inf"))  # no key: +inf

@@ -1,6 +1,8 @@
 """The tile steps the Triton kernels share (:mod:`.triton_kernel`'s forward, :mod:`.triton_backward`).
 
-Each is a small ``@triton.jit`` function the kernels call: which key tiles a query tile walks
+Each is a small ``@triton.jit`` function the kernels call: where a program works
+(:func:`program_tile`), one step of the online softmax (:func:`online_softmax_step`), the
+recomputed probabilities and their gradient in the backward (:func:`recompute_tile`), which key tiles a query tile walks
 (:func:`band_key_range`), the local rule and the global-column rule on a tile of (query, key)
 pairs, which rows of a tile exist and are not padding, loading and storing a (rows, BLOCK_D)
 tile, and a row's saved statistics. They are written as plain functions and jitted below when
@@ -23,6 +25,44 @@ except ImportError:  # readable without triton; triton_kernel.triton_why_not exp
     tl = SimpleNamespace(constexpr=None)
 
 _jit = triton.jit if triton is not None else (lambda fn: fn)   # plain functions without triton
+
+
+@_jit
+def program_tile(H, stride_b, stride_h, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Where this program works, from its ids (tile along T, batch*H + head): the positions of its
+    BLOCK rows (queries or keys), the feature offsets, ``pid_bh``, the batch index and the offset of
+    its (batch, head)."""
+    pid_bh = tl.program_id(1)
+    batch = pid_bh // H
+    base = batch * stride_b + (pid_bh % H) * stride_h                      # this (batch, head)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)                  # (BLOCK,) positions
+    return offs, tl.arange(0, BLOCK_D), pid_bh, batch, base
+
+
+@_jit
+def online_softmax_step(s, ok, v, m_i, l_i, acc, PRECISION: tl.constexpr):
+    """One key tile of the online softmax, in log2 units: scores ``s`` (rows, cols) kept where ``ok``,
+    values ``v`` (cols, BLOCK_D); returns the rows' new running max ``m_i``, sum ``l_i`` and ``P @ V``
+    ``acc``. A row with nothing allowed yet keeps ``m_i = -inf`` and adds exactly 0."""
+    s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)                   # all masked so far: no NaN
+    p = tl.exp2(s - m_use[:, None])                                        # masked -> exactly 0
+    alpha = tl.exp2(m_i - m_use)                                           # rescale what came before
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return m_new, l_i, acc
+
+
+@_jit
+def recompute_tile(q, do, k, v, ok, lse2, delta, qk_scale, PRECISION: tl.constexpr):
+    """``P`` and ``dS`` of a (rows, cols) tile of pairs, recomputed from the rows' saved statistics:
+    ``P = exp2(s - lse2)`` where ``ok`` (exactly 0 on an empty row, whose ``lse2`` is +inf) and
+    ``dS = P * (dO V^T - delta)``, ``delta = rowsum(dO * O)``."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale       # (rows, cols), log2 units
+    p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)                      # recomputed P
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)                # dO V^T
+    return p, p * (dp - delta[:, None])                                    # P, dS
 
 
 @_jit
@@ -97,3 +137,15 @@ def load_row_stats(LSE2, DELTA, pid_bh, offs_m, T):
     lse2 = tl.load(LSE2 + pid_bh * T + offs_m, mask=offs_m < T, other=float("inf"))
     delta = tl.load(DELTA + pid_bh * T + offs_m, mask=offs_m < T, other=0.0)
     return lse2, delta
+
+
+@_jit
+def load_key_tile(K, V, PAD, base, batch, start, offs_d, stride_t, T, Dh,
+                  HAS_PAD: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The key tile ``start .. start + BLOCK_N - 1`` of one (batch, head): its positions, which of them
+    are live (exist, unpadded), and its k, v (BLOCK_N, BLOCK_D), zero where not live."""
+    offs_n = start + tl.arange(0, BLOCK_N)
+    k_live = live_rows(PAD, batch, offs_n, T, HAS_PAD)
+    k = load_rows(K, base, offs_n, offs_d, stride_t, Dh, k_live)
+    v = load_rows(V, base, offs_n, offs_d, stride_t, Dh, k_live)
+    return offs_n, k_live, k, v

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from ..attention.softmax import accum_dtype, masked_softmax
-from ._checks import check_heads_tensor, check_scale, check_sink_logits
+from ..arguments import check_heads
+from .inputs import check_sink_logits, scale_or_default
 from .cache import CacheView
 
 __all__ = ["masked_attention", "decode_attention"]
@@ -39,7 +40,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
     :func:`tutor.attention.dense_attention`). Scores and softmax run in float32 (float64 stays
     float64).
     """
-    check_heads_tensor("q", q)
+    check_heads("q", q)
     B, H, Tq, Dh = q.shape
     Hkv, N = k.shape[1], k.shape[2]
     if k.shape[0] != B or k.shape[3] != Dh or v.shape != k.shape or H % max(Hkv, 1) or Hkv == 0:
@@ -51,7 +52,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
                          f"got {getattr(allowed, 'dtype', type(allowed).__name__)} "
                          f"{tuple(getattr(allowed, 'shape', ()))}")
     sink_logits = check_sink_logits(sink_logits, H)
-    scale = check_scale(scale, Dh)
+    scale = scale_or_default(scale, Dh)
     group = H // Hkv
     per_seq = allowed.dim() == 3
     ok = allowed[:, None] if per_seq else allowed                         # (B, 1, Tq, N) or (Tq, N)
@@ -84,7 +85,7 @@ def decode_attention(q: Tensor, view: CacheView, *, positions: Optional[Tensor] 
     (:func:`tutor.decode.rule.allowed_by_position`) then masks each query's keys by position.
     ``sink_logits``: (H,) learned sink logits (gpt-oss), or None. Returns (B, H, Tq, Dh).
     """
-    check_heads_tensor("q", q)
+    check_heads("q", q)
     if not isinstance(view, CacheView):
         raise TypeError(f"view must be a CacheView (cache.view()), got {type(view).__name__}")
     if positions is None:

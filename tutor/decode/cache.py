@@ -33,7 +33,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import check_count, check_kv_pair, check_positions
+from ..arguments import check_int
+from .inputs import check_kv_pair, check_positions
 from .rule import allowed_by_position
 
 __all__ = ["CacheView", "RingKVCache", "GrowingKVCache", "ring_slot"]
@@ -41,8 +42,8 @@ __all__ = ["CacheView", "RingKVCache", "GrowingKVCache", "ring_slot"]
 
 def ring_slot(position: int, window: int, sinks: int = 0) -> int:
     """The slot of ``position`` in a ring cache: ``position`` for a sink token, else ``sinks + position mod (window + 1)``."""
-    position = check_count("position", position)
-    window, sinks = check_count("window", window), check_count("sinks", sinks)
+    position = check_int("position", position, 0)
+    window, sinks = check_int("window", window, 0), check_int("sinks", sinks, 0)
     return position if position < sinks else sinks + position % (window + 1)
 
 
@@ -154,8 +155,8 @@ class RingKVCache(_PositionedCache):
 
     def __init__(self, window: int, sinks: int = 0) -> None:
         super().__init__()
-        self.window = check_count("window", window)
-        self.sinks = check_count("sinks", sinks)
+        self.window = check_int("window", window, 0)
+        self.sinks = check_int("sinks", sinks, 0)
         self.size = self.sinks + self.window + 1
         self.positions = torch.full((self.size,), -1, dtype=torch.long)   # (N,), -1 = empty
 

@@ -24,7 +24,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_count, check_optional_window
+from ..arguments import check_int
+from .inputs import check_optional_window
 from .attend import decode_attention
 from .cache import CacheView, GrowingKVCache, RingKVCache
 from .rope import apply_rope
@@ -41,10 +42,10 @@ def layer_pattern(n_layers: int, window: int, local_per_global: Optional[int] = 
     ``layer_pattern(6, 512)`` is Gemma 3's ``(512, 512, 512, 512, 512, None)``;
     ``local_per_global=1`` alternates (Gemma 2, gpt-oss); ``None`` makes every layer local (Mistral).
     """
-    n_layers, window = check_count("n_layers", n_layers), check_count("window", window)
+    n_layers, window = check_int("n_layers", n_layers, 0), check_int("window", window, 0)
     if local_per_global is None:
         return (window,) * n_layers
-    local_per_global = check_count("local_per_global", local_per_global)
+    local_per_global = check_int("local_per_global", local_per_global, 0)
     return tuple(None if (k + 1) % (local_per_global + 1) == 0 else window for k in range(n_layers))
 
 
@@ -72,9 +73,9 @@ class DecoderConfig:
             raise TypeError(f"windows must be a non-empty tuple of ints or None, got {self.windows!r}")
         object.__setattr__(self, "windows", tuple(check_optional_window(w) for w in self.windows))
         for name in ("vocab_size", "dim", "n_heads", "n_kv_heads"):
-            if check_count(name, getattr(self, name)) == 0:
+            if check_int(name, getattr(self, name), 0) == 0:
                 raise ValueError(f"{name} must be >= 1, got 0")
-        check_count("sinks", self.sinks)
+        check_int("sinks", self.sinks, 0)
         if self.n_heads % self.n_kv_heads or self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
             raise ValueError(f"n_kv_heads must divide n_heads and dim / n_heads must be an even Dh: "
                              f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, dim={self.dim}")
@@ -238,10 +239,10 @@ class TinyDecoder(nn.Module):
         logits at every position fed (every token but the last generated one), which is what
         ``model(tokens[:, :-1])`` recomputes.
         """
-        if check_count("new_tokens", new_tokens) == 0:
+        if check_int("new_tokens", new_tokens, 0) == 0:
             raise ValueError("new_tokens must be >= 1, got 0")
         caches = self.new_caches() if caches is None else caches
-        size = prompt.shape[1] if prefill_chunk is None else check_count("prefill_chunk", prefill_chunk)
+        size = prompt.shape[1] if prefill_chunk is None else check_int("prefill_chunk", prefill_chunk, 0)
         if size == 0:
             raise ValueError("prefill_chunk must be >= 1, got 0")
         logits = [self(chunk, caches) for chunk in prompt.split(size, dim=1)]  # each (B, c, V)

@@ -33,7 +33,8 @@ from torch import Tensor
 
 from ..masks import (MaskMod, and_masks, create_mask, generate_causal, generate_local_window,
                      global_mask_at, name_mask, or_masks)
-from ._checks import check_count, check_length, check_optional_window
+from ..arguments import check_int
+from .inputs import check_optional_window
 
 __all__ = ["allowed_by_position", "sink_window_mask_mod", "sink_window_mask", "sinks_as_global_mask"]
 
@@ -55,7 +56,7 @@ def allowed_by_position(q_positions: Tensor, k_positions: Tensor, window: Option
 
 def sink_window_mask_mod(window: int, sinks: int = 0) -> MaskMod:
     """The rule as a mask mod: ``causal & (causal window | key is a sink token)``."""
-    window, sinks = check_count("window", window), check_count("sinks", sinks)
+    window, sinks = check_int("window", window, 0), check_int("sinks", sinks, 0)
 
     def sink_token(batch, head, q_idx, kv_idx):
         return kv_idx < sinks
@@ -65,9 +66,9 @@ def sink_window_mask_mod(window: int, sinks: int = 0) -> MaskMod:
 
 def sink_window_mask(T: int, window: Optional[int], sinks: int = 0, device=None) -> Tensor:
     """The (1, T, T) bool mask of a decoder layer over a whole prefix (``window=None``: causal)."""
-    T = check_length(T)
+    T = check_int("T", T, 1)
     window = check_optional_window(window)
-    sinks = check_count("sinks", sinks)
+    sinks = check_int("sinks", sinks, 0)
     if window is None:
         return create_mask(generate_causal(), 1, T, device=device)         # (1, T, T)
     return create_mask(sink_window_mask_mod(window, sinks), 1, T, device=device)  # (1, T, T)
@@ -75,6 +76,6 @@ def sink_window_mask(T: int, window: Optional[int], sinks: int = 0, device=None)
 
 def sinks_as_global_mask(T: int, sinks: int) -> Tensor:
     """The (1, T) ``global_mask`` that makes :func:`tutor.masks.hybrid_mask` (causal) the sink rule."""
-    T, sinks = check_length(T), check_count("sinks", sinks)
+    T, sinks = check_int("T", T, 1), check_int("sinks", sinks, 0)
     return global_mask_at(T, range(min(sinks, T)))                         # (1, T)
 

@@ -109,25 +109,14 @@ class Problem:
         return f"<Question {self.id}: {self.title}>"
 
     # what the exercise and solution notebooks show (:mod:`tutor.exercises.authoring` writes them)
-    @property
-    def answer_name(self) -> str:
-        """The learner's function or variable in the notebook: what the check cell passes to ``check``."""
-        return self._name
-
-    @property
-    def prompt(self) -> str:
-        """The Markdown shown above the question."""
-        return self._prompt
-
-    @property
-    def stub(self) -> str:
-        """The placeholder code the learner replaces (the exercise notebook's answer cell)."""
-        return self._stub
-
-    @property
-    def solution_code(self) -> str:
-        """A solved version of :attr:`stub` (the solution notebook's answer cell); ``solution()`` shows it."""
-        return self._solution
+    answer_name = property(lambda self: self._name,
+                           doc="The learner's function or variable in the notebook: what the check cell passes to ``check``.")
+    prompt = property(lambda self: self._prompt, doc="The Markdown shown above the question.")
+    stub = property(lambda self: self._stub,
+                    doc="The placeholder code the learner replaces (the exercise notebook's answer cell).")
+    solution_code = property(lambda self: self._solution,
+                             doc="A solved version of :attr:`stub` (the solution notebook's answer cell); "
+                                 "``solution()`` shows it.")
 
     @property
     def reference(self):

@@ -1,55 +1,29 @@
-"""The input checks of :mod:`tutor.decode`, in one place.
+"""The input checks :mod:`tutor.decode` adds to the shared validators of :mod:`tutor.arguments`.
 
 Each raises a ``TypeError`` (wrong kind of thing) or ``ValueError`` (wrong value or shape) whose
-message names the argument and shows what it got. (The project's shared validators are moving to
-one module; these few are kept together here so they can be switched to it in one edit.)
+message names the argument and shows what it got; counts, windows, scales and heads tensors are
+judged by :mod:`tutor.arguments`, exactly as every other public function of the course judges them.
 """
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..masks import check_int
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def check_count(name: str, value) -> int:
-    """A non-negative Python int (``window``, ``sinks``); bools, floats and strings are refused."""
-    return check_int(name, value, 0)
-
-
-def check_length(T) -> int:
-    """``T``, a number of positions: an int >= 1."""
-    return check_int("T", T, 1)
+from ..arguments import check_heads, check_int, check_scale
 
 
 def check_optional_window(value) -> Optional[int]:
-    """``window`` of a decoder layer: a non-negative int, or None for full (causal) attention."""
-    return None if value is None else check_count("window", value)
-
-
-def check_heads_tensor(name: str, t, layout: str = "(B, H, T, Dh)") -> Tensor:
-    """A 4-D floating tensor with at least one position and one feature."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
-    if t.dim() != 4:
-        raise ValueError(f"{name} must have shape {layout}, got {t.dim()}-D shape {tuple(t.shape)}")
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a floating tensor (float32, float16, bfloat16, float64), got {t.dtype}")
-    if t.shape[2] == 0 or t.shape[3] == 0:
-        raise ValueError(f"{name} must have T >= 1 and Dh >= 1, got shape {tuple(t.shape)}")
-    return t
+    """``window`` of a decoder layer: an int >= 0, or None for full (causal) attention."""
+    return None if value is None else check_int("window", value, 0)
 
 
 def check_kv_pair(k, v) -> None:
     """``k`` and ``v`` of one chunk: both (B, H_kv, C, Dh), one dtype, one device."""
-    check_heads_tensor("k", k, "(B, H_kv, C, Dh)")
-    check_heads_tensor("v", v, "(B, H_kv, C, Dh)")
+    check_heads("k", k, "(B, H_kv, C, Dh)")
+    check_heads("v", v, "(B, H_kv, C, Dh)")
     if k.shape != v.shape:
         raise ValueError(f"v must have the same (B, H_kv, C, Dh) as k: k {tuple(k.shape)}, v {tuple(v.shape)}")
     if k.dtype != v.dtype or k.device != v.device:
@@ -99,12 +73,7 @@ def check_sink_logits(sink_logits, H: int) -> Optional[Tensor]:
     return sink_logits
 
 
-def check_scale(scale, Dh: int) -> float:
-    """``scale`` of the scores: None (``1 / sqrt(Dh)``) or a finite real number."""
-    if scale is None:
-        return 1.0 / math.sqrt(Dh)
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__} {scale!r}")
-    if not math.isfinite(float(scale)):
-        raise ValueError(f"scale must be finite, got {scale}")
-    return float(scale)
+def scale_or_default(scale, Dh: int) -> float:
+    """``scale`` of the scores, checked (:func:`tutor.arguments.check_scale`); None gives ``1 / sqrt(Dh)``."""
+    scale = check_scale(scale)
+    return 1.0 / math.sqrt(Dh) if scale is None else scale
