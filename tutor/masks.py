@@ -41,7 +41,7 @@ MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 __all__ = [
     "MaskMod", "generate_local_window", "generate_causal", "generate_causal_window",
     "generate_dilated_window", "generate_global", "generate_key_padding", "and_masks", "or_masks",
-    "create_mask", "hybrid_mask_mod", "hybrid_mask", "name_mask", "pattern_batch", "global_mask_at",
+    "create_mask", "hybrid_mask_mod", "hybrid_rule", "hybrid_mask", "name_mask", "pattern_batch", "global_mask_at",
 ]
 
 
@@ -178,13 +178,13 @@ def hybrid_mask_mod(window: int, global_mask: Optional[Tensor] = None,
     mask_mod, called with head 0) is OR-ed into it. The masks are (B, T) bool tensors (not
     checked here: :func:`hybrid_mask` checks them against T).
     """
-    return _rule(check_window(window), global_mask, key_padding_mask, check_flag("causal", causal),
-                 check_dilation(dilation), check_pattern(pattern))
+    return hybrid_rule(check_window(window), global_mask, key_padding_mask, check_flag("causal", causal),
+                       check_dilation(dilation), check_pattern(pattern))
 
 
-def _rule(window: int, global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], causal: bool,
-          dilation: int, pattern: Optional[MaskMod]) -> MaskMod:
-    """:func:`hybrid_mask_mod` of checked arguments."""
+def hybrid_rule(window: int, global_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], causal: bool,
+                dilation: int, pattern: Optional[MaskMod]) -> MaskMod:
+    """:func:`hybrid_mask_mod` of arguments already checked (the attention door checked them once)."""
     mod = _window_mod(window, dilation)
     if pattern is not None:
         mod = or_masks(mod, _head_free(pattern))
@@ -220,7 +220,7 @@ def hybrid_mask(T: int, window: int, global_mask: Optional[Tensor] = None,
     key_padding_mask = None if key_padding_mask is None else key_padding_mask.to(device)
     B = next((m.shape[0] for m in (global_mask, key_padding_mask) if m is not None), None)
     B = pattern_batch(pattern, B, T)
-    return create_mask(_rule(window, global_mask, key_padding_mask, causal, dilation, pattern), B, T, device=device)
+    return create_mask(hybrid_rule(window, global_mask, key_padding_mask, causal, dilation, pattern), B, T, device=device)
 
 
 def pattern_batch(pattern: Optional[MaskMod], B: Optional[int], T: int) -> int:

@@ -168,13 +168,13 @@ def test_the_workers_run_the_call_without_checking_again(monkeypatch, worker):
     torch.testing.assert_close(weights, want_w, atol=1e-5, rtol=1e-5)
 
 
-def test_dense_and_flex_check_nothing_again_in_attention(monkeypatch):
-    """dense materializes its mask with ``tutor.masks.hybrid_mask`` and flex builds its block mask's
-    predicate with ``hybrid_mask_mod`` (on a plan-cache miss): those public mask builders judge
-    their own arguments, as for any caller; no module of ``tutor.attention`` checks anything twice."""
+def test_dense_and_flex_check_nothing_again(monkeypatch):
+    """dense materializes its mask and flex builds its block mask's predicate (on a plan-cache miss)
+    from ``tutor.masks.hybrid_rule``, the rule of arguments already checked: no validator of
+    ``tutor`` runs again behind the door, in ``tutor.masks`` neither."""
     q, k, v, gm, kpm = inputs()
     call = attention_call(q, k, v, 3, gm, kpm, causal=True, dilation=2)
-    counts = _spy_on_validators(monkeypatch, where="tutor.attention")
+    counts = _spy_on_validators(monkeypatch)
     monkeypatch.setattr(flex_mod, "compiled_flex", lambda: lambda q, k, v, block_mask, scale: torch.zeros_like(q))
     from tutor.attention.dense import dense_forward
     with torch.no_grad():

@@ -2,7 +2,8 @@
 
 FlexAttention cuts the (T_all x T_all) problem into 128 x 128 tiles and skips every tile its ``BlockMask``
 marks empty; a *partial* tile evaluates the ``mask_mod`` per element, a *full* tile needs no mask.
-The rule has one source, :func:`tutor.masks.hybrid_mask_mod`.
+The rule has one source, :func:`tutor.masks.hybrid_mask_mod`; here its unchecked form
+:func:`tutor.masks.hybrid_rule`, since the door checked the arguments.
 
 Global tokens would spoil the sparsity if left in place: a global query makes its whole row of
 tiles non-empty, and each global key lights up one tile in *every* row, where it is 1 useful
@@ -31,7 +32,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..masks import MaskMod, hybrid_mask_mod
+from ..masks import MaskMod, hybrid_rule
 from .global_tokens import global_slots
 
 BLOCK = 128                   #: FlexAttention's tile size (queries x keys)
@@ -48,7 +49,7 @@ def global_first_mask_mod(window: int, global_mask: Optional[Tensor], key_paddin
     Slot ``s < Gp`` stands for token ``idx[batch, s]`` (if ``valid``); slot ``Gp + t`` for token ``t``,
     masked when ``t`` is global (it already sits in front). ``hybrid_mask_mod`` decides the rest.
     """
-    rule = hybrid_mask_mod(window, global_mask, key_padding_mask, causal=causal, dilation=dilation, pattern=pattern)
+    rule = hybrid_rule(window, global_mask, key_padding_mask, causal, dilation, pattern)  # checked at the door
     if Gp == 0:
         return rule
     G = idx.shape[1]
@@ -163,8 +164,7 @@ def flex_plan(B: int, T: int, window: int, global_mask: Optional[Tensor], key_pa
         tiles = candidate_tiles(nb, window * dilation, causal, lines, lines)
     else:
         Gp, T_all = 0, T
-        mod = hybrid_mask_mod(window, global_mask, key_padding_mask, causal=causal, dilation=dilation,
-                              pattern=pattern)
+        mod = hybrid_rule(window, global_mask, key_padding_mask, causal, dilation, pattern)  # checked at the door
         nb = math.ceil(T_all / BLOCK)
         has = torch.zeros(nb, dtype=torch.bool, device=device)
         has[idx[valid] // BLOCK] = True                                    # tiles holding a global token

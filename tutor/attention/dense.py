@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..masks import MaskMod, hybrid_mask
+from ..masks import MaskMod, create_mask, hybrid_rule
 from .call import AttentionCall, attention_call
 from .softmax import masked_softmax
 
@@ -41,8 +41,9 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, window: int,
 def dense_forward(call: AttentionCall):
     """:func:`dense_attention` of a validated call: out (B, H, T, Dh) [, weights (B, H, T, T)]."""
     q, k, v, kpm = call.q, call.k, call.v, call.key_padding_mask
-    allowed = hybrid_mask(call.T, call.reach, call.global_mask, kpm, causal=call.causal, device=q.device,
-                          dilation=call.dilation, pattern=call.pattern)[:, None]  # (B or 1, 1, T, T)
+    per_sequence = call.global_mask is not None or kpm is not None or hasattr(call.pattern, "batch_size")
+    rule = hybrid_rule(call.reach, call.global_mask, kpm, call.causal, call.dilation, call.pattern)
+    allowed = create_mask(rule, q.shape[0] if per_sequence else 1, call.T, device=q.device)[:, None]  # (B or 1, 1, T, T)
     acc = call.acc
     scores = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * call.scale        # (B, H, T, T)
     weights = masked_softmax(scores, allowed)                              # (B, H, T, T)
