@@ -17,7 +17,8 @@ causal window ``--window``) decodes greedily one token at a time after a short p
 
 Memory is *measured*: the bytes of the tensors each cache holds (``RingKVCache.nbytes``; the keys
 and values of every transformers cache layer) at each checkpoint of ``--tokens``; speed is the
-tokens per second of the steps since the previous checkpoint (one process, CPU threads fixed).
+tokens per second of the steps since the previous checkpoint (one process, CPU threads fixed; the
+caches take one token each in turn, so a busy shared CPU slows them alike).
 The ring and the Mistral model are different models of the same sizes (RoPE, grouped K/V heads,
 pre-norm; Mistral's MLP is gated): compare the shape of the curves, not the last digit. Without
 transformers (the ``peers`` extra) only ``ring`` runs, and the table says so.
@@ -41,7 +42,7 @@ CACHES = ("ring", "hf-sliding", "hf-sliding-tutor", "hf-full")
 
 
 def _ring_stream(cfg: DecoderConfig, prompt: torch.Tensor, checkpoints: Sequence[int]):
-    """Yield (tokens generated, bytes held) while TinyDecoder decodes through its rings."""
+    """Yield (tokens generated, bytes held or None between checkpoints) per token, TinyDecoder through its rings."""
     torch.manual_seed(0)
     model = TinyDecoder(cfg).eval()
     caches = model.new_caches()
@@ -51,12 +52,11 @@ def _ring_stream(cfg: DecoderConfig, prompt: torch.Tensor, checkpoints: Sequence
         for n in range(1, max(checkpoints) + 1):
             nxt = logits[:, -1].argmax(-1, keepdim=True)                    # (1, 1)
             logits = model(nxt, caches)
-            if n in checkpoints:
-                yield n, sum(c.nbytes for c in caches)
+            yield n, (sum(c.nbytes for c in caches) if n in checkpoints else None)
 
 
 def _hf_stream(kind: str, cfg: DecoderConfig, prompt: torch.Tensor, checkpoints: Sequence[int]):
-    """Yield (tokens generated, bytes held) while transformers' Mistral decodes through its cache."""
+    """Yield (tokens generated, bytes held or None between checkpoints) per token, transformers' Mistral."""
     from transformers import DynamicCache, MistralConfig, MistralForCausalLM
     from ..interop import register_hf_attention
     window = cfg.windows[0]
@@ -76,10 +76,11 @@ def _hf_stream(kind: str, cfg: DecoderConfig, prompt: torch.Tensor, checkpoints:
         for n in range(1, max(checkpoints) + 1):
             nxt = logits[:, -1].argmax(-1, keepdim=True)                    # (1, 1)
             logits = model(input_ids=nxt, use_cache=True, **{name: cache}).logits
+            held = None
             if n in checkpoints:
                 held = sum(t.numel() * t.element_size() for layer in cache.layers
                            for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor))
-                yield n, held
+            yield n, held
 
 
 def decode_benchmark(tokens: Sequence[int] = (128, 256, 512, 1024, 2048), *, window: int = 32,
@@ -100,8 +101,7 @@ def decode_benchmark(tokens: Sequence[int] = (128, 256, 512, 1024, 2048), *, win
         torch.set_num_threads(threads)
     cfg = DecoderConfig(windows=(window,) * layers, vocab_size=256, dim=dim, n_heads=heads, n_kv_heads=kv_heads)
     ids = torch.randint(1, cfg.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(0))
-    rows: List[Dict[str, object]] = []
-    warm = set()
+    streams, rows = {}, []
     for kind in caches:
         if kind != "ring":
             try:
@@ -110,20 +110,24 @@ def decode_benchmark(tokens: Sequence[int] = (128, 256, 512, 1024, 2048), *, win
                 rows.append({"cache": kind, "skipped": "transformers is not installed (pip install -e '.[peers]')"})
                 continue
         make = _ring_stream if kind == "ring" else functools.partial(_hf_stream, kind)
-        if kind not in warm:                                                # first calls (lazy imports) untimed
-            list(make(cfg, ids, [4]))
-            warm.add(kind)
-        stream = make(cfg, ids, checkpoints)
-        last_n, last_t = 0, time.perf_counter()
-        for n, held in stream:
-            now = time.perf_counter()
-            if n == 0:                                                      # after the prefill: start timing
-                last_t = now
-                continue
-            rows.append({"cache": kind, "tokens": n, "kv_bytes": int(held),
-                         "tokens_per_s": (n - last_n) / max(now - last_t, 1e-9)})
-            last_n, last_t = n, time.perf_counter()
-    return rows
+        list(make(cfg, ids, [4]))                                           # first calls (lazy imports) untimed
+        streams[kind] = make(cfg, ids, checkpoints)
+        next(streams[kind])                                                 # the prefill, untimed
+    measured: Dict[str, List[Dict[str, object]]] = {kind: [] for kind in streams}
+    spent = {kind: 0.0 for kind in streams}                                 # seconds since the last checkpoint
+    last = 0
+    for n in range(1, checkpoints[-1] + 1):                                 # one token per cache in turn: a busy
+        for kind, stream in streams.items():                                # shared CPU slows every cache alike
+            start = time.perf_counter()
+            _, held = next(stream)
+            spent[kind] += time.perf_counter() - start
+            if held is not None:
+                measured[kind].append({"cache": kind, "tokens": n, "kv_bytes": int(held),
+                                       "tokens_per_s": (n - last) / max(spent[kind], 1e-9)})
+                spent[kind] = 0.0
+        if n in checkpoints:
+            last = n
+    return [row for kind in streams for row in measured[kind]] + rows
 
 
 def format_decode_rows(rows: List[Dict[str, object]]) -> str:
