@@ -22,10 +22,10 @@ decoded token reads the ``w`` keys a sliding cache layer holds (``DynamicCache``
 the window convention (HF's ``sliding_window`` counts the query: ``q - sliding_window < k <= q``)
 is the model's, not a re-derived one.
 
-What cannot be honoured is refused with a ``ValueError`` naming it: ``softcap`` (Gemma 2's logit
-soft-capping), dropout while training, ``output_attentions=True``, a prepared 4-D mask, a
-predicate that cannot be evaluated on index tensors, a layer whose mask reads more keys than its
-``sliding_window``. A model loads with::
+Gemma 2's logit soft-capping (``softcap``) is applied to the scaled scores as its eager path does.
+What cannot be honoured is refused with a ``ValueError`` naming it: dropout while training,
+``output_attentions=True``, a prepared 4-D mask, a predicate that cannot be evaluated on index
+tensors, a mask sized for other query/key counts than the attention got. A model loads with::
 
     from tutor.interop import register_hf_attention
     name = register_hf_attention()                        # "tutor"
@@ -65,6 +65,15 @@ class HFMaskSpec:
     q_offset: int
     kv_offset: int
 
+    @property
+    def shape(self) -> Tuple[int, int, int, int]:
+        """(B, 1, T, N): the mask this stands for (transformers reads ``ndim`` of a prepared mask)."""
+        return (self.batch_size, 1, self.q_length, self.kv_length)
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
     def allowed(self, rows: slice, device) -> Tensor:
         """(B, C, N) bool: which keys the queries ``rows`` may read (C = rows' length, N = kv_length)."""
         b = torch.arange(self.batch_size, device=device)[:, None, None, None]          # (B, 1, 1, 1)
@@ -89,6 +98,8 @@ def hf_attention_mask(batch_size: int, q_length: int, kv_length: int, q_offset: 
     ``attention_mask``: the 2-D (B, seen + T) padding mask (True / 1 = a real token) or None; it is
     ANDed into the predicate exactly as transformers' ``sdpa_mask`` does.
     """
+    if isinstance(attention_mask, HFMaskSpec):                                         # prepared by generate()
+        return attention_mask
     from transformers.masking_utils import (and_masks, causal_mask_function, padding_mask_function,
                                             prepare_padding_mask)
     fn = causal_mask_function if mask_function is None else mask_function
@@ -111,10 +122,10 @@ def hf_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: T
 
     query: (B, H, T, Dh); key, value: (B, H_kv, N, Dh) as the cache returned them (H_kv dividing H,
     read in place); ``attention_mask``: the :class:`HFMaskSpec` of :func:`hf_attention_mask` (None:
-    plain causal over the last T of the N keys); ``s_aux``: gpt-oss's (H,) sink logits.
+    plain causal over the last T of the N keys); ``s_aux``: gpt-oss's (H,) sink logits;
+    ``softcap``: Gemma 2's logit soft-capping. ``sliding_window`` is not read: the layer's window
+    is already in the mask predicate the model built for it.
     """
-    if softcap is not None:
-        _refuse(f"softcap={softcap}", "logit soft-capping (Gemma 2) is not part of our attention")
     if dropout and module.training:
         _refuse(f"dropout={dropout} in training mode", "call model.eval() or set attention_dropout=0")
     if kwargs.get("output_attentions"):
@@ -135,15 +146,11 @@ def hf_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: T
     for start in range(0, T, QUERY_CHUNK):
         rows = slice(start, min(start + QUERY_CHUNK, T))
         allowed = attention_mask.allowed(rows, query.device)                           # (B, C, N)
-        if sliding_window is not None and int(allowed.sum(-1).max()) > sliding_window:
-            _refuse(f"layer {getattr(module, 'layer_idx', '?')}'s mask",
-                    f"it lets a query read {int(allowed.sum(-1).max())} keys, more than its "
-                    f"sliding_window={sliding_window}")
         cols = allowed.any(dim=(0, 1)).nonzero()                                       # (n, 1) readable keys
         lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.numel() else (0, 1)          # the band
         out[:, :, rows] = masked_attention(query[:, :, rows], key[:, :, lo:hi], value[:, :, lo:hi],
                                            allowed[:, :, lo:hi], sink_logits=s_aux,
-                                           scale=scaling)                               # (B, H, C, Dh)
+                                           scale=scaling, softcap=softcap)              # (B, H, C, Dh)
     return out.transpose(1, 2).contiguous(), None                                      # (B, T, H, Dh)
 
 
