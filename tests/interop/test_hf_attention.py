@@ -155,6 +155,20 @@ def test_gemma3_bidirectional_and_a_static_cache():
     torch.testing.assert_close(torch.stack(got.logits), torch.stack(want.logits), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["mistral", "gpt_oss"])
+def test_packed_sequences_as_eager_reads_them(kind):
+    eager, ours = pair(kind)
+    ids = torch.randint(1, 64, (1, 17), generator=torch.Generator().manual_seed(8))
+    position_ids = torch.cat([torch.arange(9), torch.arange(8)])[None]       # two sequences in one row
+    with torch.no_grad():
+        want = eager(ids, position_ids=position_ids, use_cache=False).logits
+        got = ours(ids, position_ids=position_ids, use_cache=False).logits
+        alone = eager(ids[:, 9:], use_cache=False).logits                # the second sequence by itself
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    if kind == "mistral":                       # gpt-oss hands its masks no position_ids: it reads across, as eager
+        torch.testing.assert_close(got[:, 9:], alone, atol=1e-4, rtol=0)
+
+
 def test_prefill_reads_a_band_and_a_decoded_token_reads_the_window(monkeypatch):
     seen = []
     original = hf_attention.masked_attention

@@ -14,13 +14,14 @@
   query/key offsets the cache reported.
 
 The attention evaluates that predicate one chunk of queries at a time (:data:`QUERY_CHUNK` rows
-against the keys), keeps only the columns the chunk may read (for a sliding layer the band of
-``chunk + sliding_window - 1`` keys) and computes scores there: a prefill of ``T`` tokens never
-holds a ``T x T`` score matrix when a window applies (``chunk x (chunk + w)`` per step), and one
-decoded token reads the ``w`` keys a sliding cache layer holds (``DynamicCache`` keeps
-``sliding_window - 1`` of them per sliding layer). Because the rule is the model's own predicate,
-the window convention (HF's ``sliding_window`` counts the query: ``q - sliding_window < k <= q``)
-is the model's, not a re-derived one.
+against the keys: a (B, chunk, N) bool table, linear in N), keeps only the columns the chunk may
+read (for a sliding layer the band of ``chunk + sliding_window - 1`` keys) and computes scores
+there: a prefill of ``T`` tokens never holds a ``T x T`` score matrix when a window applies
+(``chunk x (chunk + w)`` scores per step), and one decoded token reads the ``w`` keys a sliding
+cache layer holds (``DynamicCache`` keeps ``sliding_window - 1`` of them per sliding layer). Because
+the rule is the model's own predicate, the window convention (HF's ``sliding_window`` counts the
+query: ``q - sliding_window < k <= q``) is the model's, not a re-derived one, and so are packed
+sequences, Gemma 3's bidirectional overlay and the empty slots of a static cache.
 
 Gemma 2's logit soft-capping (``softcap``) is applied to the scaled scores as its eager path does.
 What cannot be honoured is refused with a ``ValueError`` naming it: dropout while training,
