@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FILES = ["00_why_sparse_attention.ipynb", "01_dense_masked_attention.ipynb", "02_looped_sparse_attention.ipynb",
          "03_unfold_vectorization.ipynb", "04_gpu_hybrid.ipynb", "05_sparsity_pattern_zoo.ipynb",
          "06_training_with_sparse_attention.ipynb", "07_the_backward_pass.ipynb", "08_beyond_one_device.ipynb",
-         "09_into_real_models.ipynb"]
+         "09_into_real_models.ipynb", "10_sliding_windows_in_decoders.ipynb"]
 CHECK_NAMES = ["python", "torch", "device", "widgets extension", "jupyterlab", "ipywidgets", "matplotlib", "nbval"]
 
 

@@ -46,6 +46,8 @@ NOTEBOOKS: Tuple[Notebook, ...] = (
              "Shard one sequence over ranks: halo exchange, all-gathered globals, merged global rows, on torch.distributed."),
     Notebook(9, "09_into_real_models.ipynb", "Into real models: conventions and a Longformer swap",
              "Every library's window in our words, the off-by-one fixed, our layer inside a Hugging Face Longformer."),
+    Notebook(10, "10_sliding_windows_in_decoders.ipynb", "Sliding windows in today's decoders",
+             "A ring KV cache, sink tokens and sink logits, 5:1 local/global memory, our attention inside HF decoders."),
 )
 
 

@@ -174,3 +174,17 @@ def test_decode_attention_bad_input_names_the_argument():
         decode_attention(q[:, :, :1], view, scale=float("nan"))
     with pytest.raises(ValueError, match=r"^q must have shape \(B, H, T, Dh\)"):
         decode_attention(q[0], view)
+
+
+def test_softcap_caps_the_scaled_scores_before_the_mask():
+    q, k, v = qkv(1, 2, 2, 6, 4, seed=9)
+    allowed = torch.ones(6, 6, dtype=torch.bool).tril()
+    scores = (q @ k.transpose(-1, -2)) / 2.0                              # (1, 2, 6, 6), Dh = 4
+    capped = torch.tanh(scores / 0.3) * 0.3
+    want = capped.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+    got = masked_attention(q, k, v, allowed, softcap=0.3)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    assert (masked_attention(q, k, v, allowed) - want).abs().max() > 1e-3
+    for bad in (0.0, -1.0, True, "1"):
+        with pytest.raises(ValueError, match="softcap must be a positive number"):
+            masked_attention(q, k, v, allowed, softcap=bad)

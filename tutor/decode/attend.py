@@ -23,14 +23,15 @@ from torch import Tensor
 
 from ..attention.softmax import accum_dtype, masked_softmax
 from ..arguments import check_heads
-from .inputs import check_sink_logits, scale_or_default
+from .inputs import check_sink_logits, check_softcap, scale_or_default
 from .cache import CacheView
 
 __all__ = ["masked_attention", "decode_attention"]
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
-                     sink_logits: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
+                     sink_logits: Optional[Tensor] = None, scale: Optional[float] = None,
+                     softcap: Optional[float] = None) -> Tensor:
     """Attention of ``q`` over ``k, v`` where ``allowed``, with grouped heads and optional sink logits.
 
     q: (B, H, Tq, Dh); k, v: (B, H_kv, N, Dh) with ``H % H_kv == 0``; allowed: (Tq, N) bool, the
@@ -38,7 +39,8 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
     (B, H, Tq, Dh) in q's dtype. A row with nothing allowed (and no sink logit) outputs zeros; a key
     no query may read never reaches the output, even as NaN (its value is zeroed, as in
     :func:`tutor.attention.dense_attention`). Scores and softmax run in float32 (float64 stays
-    float64).
+    float64). ``softcap``: Gemma 2's logit soft-capping, scaled scores ``s -> softcap * tanh(s / softcap)``
+    before the mask (None: none).
     """
     check_heads("q", q)
     B, H, Tq, Dh = q.shape
@@ -53,6 +55,7 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
                          f"{tuple(getattr(allowed, 'shape', ()))}")
     sink_logits = check_sink_logits(sink_logits, H)
     scale = scale_or_default(scale, Dh)
+    softcap = check_softcap(softcap)
     group = H // Hkv
     per_seq = allowed.dim() == 3
     ok = allowed[:, None] if per_seq else allowed                         # (B, 1, Tq, N) or (Tq, N)
@@ -62,6 +65,8 @@ def masked_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, *,
     qg = q.to(acc).reshape(B, Hkv, group * Tq, Dh)                         # (B, H_kv, g*Tq, Dh)
     scores = (qg @ k.to(acc).transpose(-1, -2)) * scale                   # (B, H_kv, g*Tq, N)
     scores = scores.reshape(B, H, Tq, N)                                  # (B, H, Tq, N)
+    if softcap is not None:                                               # Gemma 2
+        scores = torch.tanh(scores / softcap) * softcap
     if sink_logits is None:
         p = masked_softmax(scores, ok)                                    # (B, H, Tq, N)
     else:                                                                 # one more column, no value

@@ -7,6 +7,7 @@ judged by :mod:`tutor.arguments`, exactly as every other public function of the 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -77,3 +78,14 @@ def scale_or_default(scale, Dh: int) -> float:
     """``scale`` of the scores, checked (:func:`tutor.arguments.check_scale`); None gives ``1 / sqrt(Dh)``."""
     scale = check_scale(scale)
     return 1.0 / math.sqrt(Dh) if scale is None else scale
+
+
+def check_softcap(softcap) -> Optional[float]:
+    """Gemma 2's logit soft-cap: None, or a positive finite real number (bool: TypeError)."""
+    if softcap is None:
+        return None
+    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
+        raise TypeError(f"softcap must be a positive number or None, got {type(softcap).__name__} {softcap!r}")
+    if not (math.isfinite(float(softcap)) and softcap > 0):
+        raise ValueError(f"softcap must be a positive finite number or None, got {softcap!r}")
+    return float(softcap)

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any, Dict, Iterator, List
 
 #: question modules, in course order
-MODULES = ("nb00", "nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07", "nb08", "nb09")
+MODULES = ("nb00", "nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07", "nb08", "nb09", "nb10")
 
 
 def question_modules() -> List[ModuleType]:
