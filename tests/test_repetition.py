@@ -3,8 +3,9 @@
 A small detector in the spirit of the ``duplicates`` command (which CI may not have): every
 ``tutor/**/*.py`` file becomes a list of lines, each with its text (comment dropped, white space
 folded) and its *shape* (identifiers -> ``ID``, numbers -> ``N``, strings -> ``S``; keywords and
-punctuation kept). Blank lines, comments, docstrings, lone punctuation and import lines are passed
-over. Two places repeat each other when six or more consecutive lines have the same shape, except:
+punctuation kept). A line that is only prose (strings, perhaps after ``name =``) keeps its text as
+its shape: prose repeats only to the letter. Blank lines, comments, docstrings, lone punctuation and
+import lines are passed over; a ``def`` header or a bare annotated field breaks a run. Two places repeat each other when six or more consecutive lines have the same shape, except:
 
 * a run of six lines that stands in more than eight places is a pattern of the house, not a copy;
 * a run made only of house shapes (each in eight files or more: ``ID = ID``, ``S ,``, a question
@@ -38,6 +39,7 @@ PACKAGE = ROOT / "tutor"
 DOC = ROOT / "docs" / "architecture.md"
 SECTION = "## Repeated code left on purpose"
 
+_PROSE = {"S", ",", "(", ")", "+"}   # tokens of a line that is only prose: strings and their commas
 _UNIQUE = itertools.count()   # each declaration line gets a shape no other line has
 MIN_LINES = 6       # consecutive lines of one shape that make a repeat
 MOST_PLACES = 8     # a run standing in more places than this is a house pattern, not a copy
@@ -103,7 +105,10 @@ def code_lines(source: str) -> List[Line]:
         text = " ".join(raw[:comments.get(number, len(raw))].split())
         if number in skipped or not re.search(r"\w", text) or _IMPORT.match(text):
             continue
-        kept.append(Line(number, text, f"<declaration {next(_UNIQUE)}>" if number in declared else shape_of(text)))
+        shape = f"<declaration {next(_UNIQUE)}>" if number in declared else shape_of(text)
+        if set(re.sub(r"^ID = ", "", shape).split()) <= _PROSE:
+            shape = "prose: " + text                     # prose (hints, table text) repeats only to the letter
+        kept.append(Line(number, text, shape))
     return kept
 
 

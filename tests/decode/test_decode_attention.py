@@ -185,6 +185,9 @@ def test_softcap_caps_the_scaled_scores_before_the_mask():
     got = masked_attention(q, k, v, allowed, softcap=0.3)
     torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
     assert (masked_attention(q, k, v, allowed) - want).abs().max() > 1e-3
-    for bad in (0.0, -1.0, True, "1"):
-        with pytest.raises(ValueError, match="softcap must be a positive number"):
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="softcap must be a positive finite number"):
+            masked_attention(q, k, v, allowed, softcap=bad)
+    for bad in (True, "1"):
+        with pytest.raises(TypeError, match="softcap must be a positive number"):
             masked_attention(q, k, v, allowed, softcap=bad)

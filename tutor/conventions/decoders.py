@@ -38,7 +38,8 @@ from typing import List, Tuple
 import torch
 from torch import Tensor
 
-from ..masks import check_int
+from ..arguments import check_int
+from .table import row_with_key
 
 __all__ = ["DecoderWindow", "DECODER_WINDOWS", "decoder_window", "decoder_w", "to_decoder_setting",
            "decoder_keys_read", "decoder_window_pairs", "same_number_table"]
@@ -82,10 +83,7 @@ DECODER_WINDOWS: Tuple[DecoderWindow, ...] = (
 
 def decoder_window(key: str) -> DecoderWindow:
     """The row with ``key`` (e.g. ``"hf_flash"``)."""
-    for row in DECODER_WINDOWS:
-        if row.key == key:
-            return row
-    raise ValueError(f"key must be one of {[r.key for r in DECODER_WINDOWS]}, got {key!r}")
+    return row_with_key(DECODER_WINDOWS, key, "decoder window")
 
 
 def decoder_w(key: str, setting: int) -> int:

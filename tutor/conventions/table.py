@@ -95,10 +95,16 @@ CONVENTIONS: Tuple[Convention, ...] = (
 
 def convention(key: str) -> Convention:
     """The row with ``key`` (e.g. ``"longformer"``)."""
-    for row in CONVENTIONS:
+    return row_with_key(CONVENTIONS, key, "convention")
+
+
+def row_with_key(rows, key: str, what: str):
+    """The row of ``rows`` (a table of rows with a ``key``) whose key is ``key``; a ValueError naming
+    the keys there are otherwise."""
+    for row in rows:
         if row.key == key:
             return row
-    raise ValueError(f"no convention {key!r}; the keys are {[r.key for r in CONVENTIONS]}")
+    raise ValueError(f"no {what} {key!r}; the keys are {[r.key for r in rows]}")
 
 
 def table_rows(fields: Tuple[str, ...] = ("library", "counts", "from_ours", "same_pairs")) -> List[Tuple[str, ...]]:

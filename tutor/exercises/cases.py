@@ -58,6 +58,11 @@ class Case:
     def tensors(self) -> Dict[str, Any]:
         return {k: v() if callable(v) else v for k, v in self.values.items()}
 
+    @classmethod
+    def table(cls, params: Sequence[str], rows) -> Tuple["Case", ...]:
+        """Cases from a table: ``rows`` of ``(name, (value, ...))``, the values in the order of ``params``."""
+        return tuple(cls(name, dict(zip(params, values))) for name, values in rows)
+
 
 @dataclass(frozen=True)
 class AttnCase:

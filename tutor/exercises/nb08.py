@@ -221,8 +221,7 @@ def halo_bytes(T, world_size, rank, window, B, H, Dh, bytes_per_value, causal):
     _forbidden = ("tutor.distributed.halo.halo_rows", "tutor.distributed.halo.halo_plan",
                   "tutor.distributed.halo.halo_pieces")
     _compare = compare_int
-    _cases = tuple(
-        Case(name, dict(zip(_BYTES_ARGS, values))) for name, values in (
+    _cases = Case.table(_BYTES_ARGS, (
             ("a middle rank", (64, 4, 1, 4, 1, 2, 8, 4, False)),
             ("the first rank", (64, 4, 0, 4, 1, 2, 8, 4, False)),
             ("the last rank, causal (it sends nothing)", (64, 4, 3, 4, 1, 2, 8, 4, True)),

@@ -170,8 +170,7 @@ look_forward, exact_windowsize)` returning the bool (T, T) table, True where que
     _reference = local_attention_pairs
     _args = ("T", "window_size", "look_backward", "look_forward", "exact_windowsize")
     _compare = compare_pairs
-    _cases = tuple(Case(name, dict(zip(("T", "window_size", "look_backward", "look_forward", "exact_windowsize"),
-                                       values))) for name, values in (
+    _cases = Case.table(("T", "window_size", "look_backward", "look_forward", "exact_windowsize"), (
         ("whole buckets, one on each side", (12, 4, 1, 1, False)),
         ("exact window", (12, 4, 1, 1, True)),
         ("two buckets back, none forward", (15, 3, 2, 0, False)),

@@ -60,7 +60,7 @@ overwriting the key `w + 1` positions older (the one key the next query may no l
     _forbidden = ("tutor.decode.cache.ring_slot",)
     _args = ("position", "window", "sinks")
     _compare = compare_slot
-    _cases = tuple(Case(name, dict(zip(("position", "window", "sinks"), values))) for name, values in (
+    _cases = Case.table(("position", "window", "sinks"), (
         ("the first position", (0, 4, 0)),
         ("the last slot before the wrap", (4, 4, 0)),
         ("the first wrap", (5, 4, 0)),
@@ -189,7 +189,7 @@ mask, True where query `i` may read key `j`."""
                   "tutor.masks.hybrid_mask", "tutor.decode.rule.allowed_by_position")
     _args = ("T", "window", "sinks")
     _compare = compare_pairs
-    _cases = tuple(Case(name, dict(zip(("T", "window", "sinks"), values))) for name, values in (
+    _cases = Case.table(("T", "window", "sinks"), (
         ("a window, no sinks", (9, 2, 0)),
         ("a window and two sinks", (10, 2, 2)),
         ("window 0 and one sink", (6, 0, 1)),
