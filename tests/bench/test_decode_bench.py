@@ -4,6 +4,7 @@ without the config grows by one key per layer and token; rows and bad input."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from strategies import single_thread  # noqa: F401 (fixture)
 from tutor.bench.decode import CACHES, decode_benchmark, format_decode_rows, main
@@ -47,3 +48,11 @@ def test_bad_input_is_refused():
         decode_benchmark([4], caches=["static"], **SMALL)
     assert main(["--tokens", "0", "--caches", "ring"]) == 2
     assert set(CACHES) == {"ring", "hf-sliding", "hf-sliding-tutor", "hf-full"}
+
+
+def test_the_benchmark_leaves_gradients_on():
+    """Its streams are generators: one suspended inside ``torch.no_grad()`` would switch gradients off
+    in the caller (a notebook, the test session) for good."""
+    assert torch.is_grad_enabled()
+    decode_benchmark(tokens=(2, 3), window=2, layers=1, dim=8, heads=2, kv_heads=1, prompt=3, caches=("ring",))
+    assert torch.is_grad_enabled()

@@ -46,13 +46,16 @@ def _ring_stream(cfg: DecoderConfig, prompt: torch.Tensor, checkpoints: Sequence
     torch.manual_seed(0)
     model = TinyDecoder(cfg).eval()
     caches = model.new_caches()
+    # no_grad around each call, never around a yield: a generator suspended inside `with no_grad()`
+    # would leave gradients switched off in its caller
     with torch.no_grad():
         logits = model(prompt, caches)                                     # (1, P, V) prefill
-        yield 0, sum(c.nbytes for c in caches)
-        for n in range(1, max(checkpoints) + 1):
-            nxt = logits[:, -1].argmax(-1, keepdim=True)                    # (1, 1)
+    yield 0, sum(c.nbytes for c in caches)
+    for n in range(1, max(checkpoints) + 1):
+        nxt = logits[:, -1].argmax(-1, keepdim=True)                        # (1, 1)
+        with torch.no_grad():
             logits = model(nxt, caches)
-            yield n, (sum(c.nbytes for c in caches) if n in checkpoints else None)
+        yield n, (sum(c.nbytes for c in caches) if n in checkpoints else None)
 
 
 def _hf_stream(kind: str, cfg: DecoderConfig, prompt: torch.Tensor, checkpoints: Sequence[int]):
@@ -70,17 +73,18 @@ def _hf_stream(kind: str, cfg: DecoderConfig, prompt: torch.Tensor, checkpoints:
     model = MistralForCausalLM._from_config(config, attn_implementation=attn).eval()
     cache = DynamicCache() if kind == "hf-full" else DynamicCache(config=config)
     name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    with torch.no_grad():
+    with torch.no_grad():                                                  # (not around a yield: see above)
         logits = model(input_ids=prompt, use_cache=True, **{name: cache}).logits
-        yield 0, 0                                                          # the prefill is not timed
-        for n in range(1, max(checkpoints) + 1):
-            nxt = logits[:, -1].argmax(-1, keepdim=True)                    # (1, 1)
+    yield 0, 0                                                              # the prefill is not timed
+    for n in range(1, max(checkpoints) + 1):
+        nxt = logits[:, -1].argmax(-1, keepdim=True)                        # (1, 1)
+        with torch.no_grad():
             logits = model(input_ids=nxt, use_cache=True, **{name: cache}).logits
-            held = None
-            if n in checkpoints:
-                held = sum(t.numel() * t.element_size() for layer in cache.layers
-                           for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor))
-            yield n, held
+        held = None
+        if n in checkpoints:
+            held = sum(t.numel() * t.element_size() for layer in cache.layers
+                       for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor))
+        yield n, held
 
 
 def decode_benchmark(tokens: Sequence[int] = (128, 256, 512, 1024, 2048), *, window: int = 32,
