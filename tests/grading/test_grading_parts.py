@@ -65,3 +65,43 @@ def test_grade_help_names_the_options():
     assert done.stdout.startswith("usage: python -m tutor grade")
     for option in ("--json", "--timeout", "--deadline", "--memory-mb", "--nproc", "--kernel", "--jobs"):
         assert option in done.stdout
+
+
+def test_writable_by_finds_what_a_user_could_change(tmp_path):
+    from tutor.grading import runner
+    mine, theirs = tmp_path / "mine.py", tmp_path / "theirs.py"
+    mine.write_text("x = 1")
+    theirs.write_text("x = 1")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(theirs, 0o644)
+    os.chmod(mine, 0o666)                              # writable by others
+    found = runner.writable_by(54321, [tmp_path])
+    assert str(mine) in found and str(theirs) not in found
+
+
+def test_judging_imports_nothing_new(tmp_path, monkeypatch):
+    """A checker that imports a module not loaded before grading fails closed (a kernel may have written it)."""
+    import re
+    from tutor.exercises.feedback import Result
+    (tmp_path / "written_by_a_kernel.py").write_text("OK = True")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class Question:
+        id = "00.q9"
+
+        def judge(self, answer):
+            try:
+                __import__("written_by_a_kernel")
+            except ImportError as exc:
+                return Result(self.id, "incorrect", str(exc))
+            return Result(self.id, "correct", "imported")
+
+    class Kernel:
+        out_dir, dead = tmp_path, False
+
+        def run(self, source, timeout):
+            torch.save({"kind": "value", "value": 1}, re.findall(r"'([^']+\.pt)'", source)[-1])
+            return "ok", ""
+    verdicts.prepare([])
+    result, = verdicts.judge(Kernel(), [Question()])
+    assert result.status == "incorrect" and "imports nothing while judging" in result.message

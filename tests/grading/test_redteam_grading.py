@@ -184,3 +184,59 @@ def test_hostile_notebooks_get_nothing_and_break_nothing(tmp_path):
     assert _processes_mentioning(MARK, str(tmp_path)) == []
     assert list(scratch.iterdir()) == []
     assert took < 2 * 300
+
+
+# ---------------------------------------------------------------------------------- issue 22, one test each
+def _grade(tmp_path: Path, paths, *options: str, **env_extra: str):
+    """``python -m tutor grade PATHS --json`` in a subprocess; ``(completed, {notebook name: row})``."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
+    report = tmp_path / "grades.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(scratch), TUTOR_CHECK_TIME_LIMIT="2",
+               TUTOR_PROGRESS_FILE=str(tmp_path / "progress.json"), **env_extra)
+    done = subprocess.run([sys.executable, "-m", "tutor", "grade", *map(str, paths), "--timeout", str(CELL),
+                           "--deadline", str(DEADLINE), "--json", str(report), *options],
+                          env=env, capture_output=True, timeout=600)
+    rows = ({Path(n["path"]).name: n for n in json.loads(report.read_text())["notebooks"]}
+            if report.exists() else {})
+    return done, rows
+
+
+def _notebook(folder: Path, name: str, *cells: str) -> Path:
+    _write(folder, name, list(cells))
+    return folder / name
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_kernels_cannot_change_the_package_or_torch(tmp_path):
+    """Finding 1: a kernel never runs as root unasked; it cannot write into tutor/ or torch/."""
+    import torch
+    token = os.urandom(4).hex()
+    targets = [ROOT / "tutor" / f"owned_{token}.py", Path(torch.__file__).parent / f"owned_{token}.py"]
+    try:
+        nb = _notebook(tmp_path / "sub", "00_owner.ipynb",
+                       f"for p in {[str(t) for t in targets]!r}:\n    try:\n        open(p, 'w').write('x = 1')\n"
+                       f"    except OSError:\n        pass", answers(WRONG_MASK, "lambda T, window: 0"))
+        done, rows = _grade(tmp_path, [nb])
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert [t for t in targets if t.exists()] == []
+        assert rows["00_owner.ipynb"]["points"] == 0
+        assert b"kernels run as " in done.stderr and b"kernels run as root" not in done.stderr
+    finally:
+        for t in targets:
+            t.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_root_kernels_are_refused_without_the_opt_out(tmp_path):
+    """Finding 1: as root, where nobody cannot run this Python and no mount namespace may expose it
+    (forced here), the grader refuses with a clear message instead of running kernels as root."""
+    if os.geteuid() != 0 or not runner.closed_paths():
+        pytest.skip("needs a grader run as root with its Python inside a folder closed to others")
+    nb = _notebook(tmp_path / "sub", "00_blank.ipynb", "x = 1")
+    done, rows = _grade(tmp_path, [nb], TUTOR_GRADE_NO_NAMESPACES="1")
+    assert done.returncode == 3 and b"--allow-root-kernels" in done.stderr and b"Traceback" not in done.stderr
+    done, rows = _grade(tmp_path, [nb], "--allow-root-kernels", TUTOR_GRADE_NO_NAMESPACES="1")
+    assert done.returncode == 0 and b"kernels run as root" in done.stderr and rows["00_blank.ipynb"]["points"] == 0

@@ -16,10 +16,15 @@ starts, and its view of the ``tutor`` package (it can patch, clone or re-execute
 The grader trusts only its own process: it never reads what the kernel prints or stores, never
 lets the kernel see an expected value, the grader's state or environment, and accepts back only
 plain data (``torch.load(weights_only=True)``, size-capped, no links). The kernel runs in a private
-temporary folder with a clean environment, as ``nobody`` when the grader is root, in a new PID
+temporary folder with a clean environment, as ``nobody`` when the grader is root (never silently
+as root: where ``nobody`` cannot run this Python and no mount namespace can show it, the grader
+refuses unless ``--allow-root-kernels``; the tutor package and torch must not be writable by
+``nobody``), in a new PID
 namespace when ``unshare`` allows it (else a subreaper in its own session plus a sweep by an
 environment token), under address-space, process-count and file-size limits, a per-cell and a
-per-notebook deadline; all its processes are killed and its folder removed at the end.
+per-notebook deadline; all its processes are killed and its folder removed at the end. Everything
+judging needs is imported before the first kernel starts; while judging, an import of a module not
+loaded yet is refused (the checker fails closed), so no code a kernel could have written runs here.
 
 What this cannot stop: a learner who writes the answer from the course's own source (the package
 and the solutions are readable on disk) or digs the switched-off originals out of the stubs' module
@@ -117,6 +122,7 @@ class Limits:
     memory_mb: int = 4096
     nproc: int = 256
     kernel: str = "python3"
+    allow_root: bool = False     # run kernels as root where nobody cannot run this Python (unsafe)
 
 
 def grade_notebook(path: Path, timeout: float = 60, kernel: str = "python3",
@@ -149,7 +155,8 @@ def _grade(path: Path, own: list, blank: list, limits: Limits) -> NotebookGrade:
         nbformat.validate(nb)
     except Exception as exc:  # not JSON, not a notebook, unreadable
         return NotebookGrade(shown, "malformed", f"not a readable notebook ({type(exc).__name__})", blank)
-    with NotebookKernel(nb, limits.cell, limits.notebook, limits.memory_mb, limits.nproc, limits.kernel) as k:
+    with NotebookKernel(nb, limits.cell, limits.notebook, limits.memory_mb, limits.nproc, limits.kernel,
+                        limits.allow_root) as k:
         # before any learner code: the stubs are in place from the first cell on
         ready, why = k.run("__import__('tutor.grading.child', fromlist=['install']).install()",
                            max(limits.cell, 120))
@@ -167,7 +174,12 @@ def _grade(path: Path, own: list, blank: list, limits: Limits) -> NotebookGrade:
 
 
 def grade_all(paths: Sequence[str], limits: Limits, jobs: int = 1, log=None) -> List[NotebookGrade]:
-    """Grade every notebook found; unnumbered notebooks and repeated numbers get a row, no points."""
+    """Grade every notebook found; unnumbered notebooks and repeated numbers get a row, no points.
+
+    Everything judging needs is imported first (:func:`tutor.grading.verdicts.prepare`)."""
+    from .verdicts import prepare
+    from ..exercises.registry import questions
+    prepare(list(questions()))
     plan: List[Tuple[Path, Optional[str]]] = []       # (notebook, why it is not graded)
     first: Dict[Tuple[str, str], Path] = {}
     for path, folder in _find_with_folders(paths):
@@ -232,7 +244,7 @@ def write_json(grades: Sequence[NotebookGrade], target: str) -> Optional[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line of ``python -m tutor grade``; 0 when it graded, 2 when nothing to grade, 1 when the
-    JSON file could not be written."""
+    JSON file could not be written, 3 when it refuses to run kernels as root (``--allow-root-kernels``)."""
     ap = argparse.ArgumentParser(prog="python -m tutor grade", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="notebooks or folders of notebooks")
@@ -243,11 +255,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--nproc", type=int, default=256, help="processes of the kernel's user (default 256)")
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks in")
     ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once (default 1)")
+    ap.add_argument("--allow-root-kernels", action="store_true",
+                    help="when run as root and the user nobody cannot run this Python (and no mount namespace "
+                         "can expose it), run the kernels as root instead of refusing: unsafe, a notebook can "
+                         "then change the grader")
     opts = ap.parse_args(list(argv) if argv is not None else None)
     if not find_notebooks(opts.paths):
         print("nothing to grade: no .ipynb file in " + ", ".join(opts.paths), file=sys.stderr)
         return 2
-    limits = Limits(opts.timeout, opts.deadline, opts.memory_mb, opts.nproc, opts.kernel)
+    limits = Limits(opts.timeout, opts.deadline, opts.memory_mb, opts.nproc, opts.kernel, opts.allow_root_kernels)
+    from .runner import UnsafeKernel, kernel_user
+    try:
+        print(f"kernels run as {kernel_user(limits.allow_root).described}", file=sys.stderr)
+    except UnsafeKernel as exc:
+        print(f"python -m tutor grade: {exc}", file=sys.stderr)
+        return 3
     grades = grade_all(opts.paths, limits, opts.jobs, log=sys.stderr)
     print(format_table(grades))
     if opts.json:

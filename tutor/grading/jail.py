@@ -7,13 +7,20 @@ when the grader made one (root is not bound by the process rlimit), drops root t
 it, however they detached), starts the kernel and waits. When the kernel ends, or this process
 is told to stop (SIGTERM, SIGHUP), it kills every process below it and exits. Inside a new PID
 namespace (``unshare --pid --fork --kill-child``) it is PID 1, and its exit ends the namespace.
+
+In a private mount namespace (``unshare --mount``) and as root, ``--expose PATH`` lets the kernel's
+user reach ``PATH`` (read-only) although a folder above it is closed to others (a Python under
+``/root``, e.g. pyenv, with ``/root`` at mode 0700): an empty tmpfs (mode 0755) covers the closed
+folder and ``PATH`` is bound back in its place, read-only. The rest of the closed folder stays hidden.
 """
 import argparse
 import ctypes
 import os
 import resource
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -63,6 +70,39 @@ def kill_descendants(root: int) -> None:
             pass
 
 
+def expose(paths) -> None:
+    """Cover each closed parent of ``paths`` with an empty tmpfs and bind ``paths`` back, read-only.
+
+    Only in a private mount namespace, as root; raises ``OSError`` when a mount fails."""
+    def mount(*args: str) -> None:
+        done = subprocess.run(["mount", *args], capture_output=True, timeout=30)
+        if done.returncode != 0:
+            raise OSError(f"mount {' '.join(args)}: {done.stderr.decode(errors='replace').strip()}")
+    by_parent = {}
+    for path in paths:
+        by_parent.setdefault(os.path.dirname(path.rstrip("/")), []).append(path.rstrip("/"))
+    stage = tempfile.mkdtemp(prefix="tutor-expose-")
+    try:
+        for parent, children in by_parent.items():
+            staged = []
+            for k, child in enumerate(children):
+                spot = os.path.join(stage, str(k))
+                os.mkdir(spot)
+                mount("--bind", child, spot)
+                staged.append((spot, os.path.join(parent, os.path.basename(child))))
+            mount("-t", "tmpfs", "-o", "mode=755,size=1m", "tmpfs", parent)
+            for spot, place in staged:
+                os.mkdir(place)
+                mount("--move", spot, place)
+                mount("-o", "remount,bind,ro", place)
+                os.rmdir(spot)
+    finally:
+        try:
+            os.rmdir(stage)
+        except OSError:
+            pass
+
+
 def _limit(what: int, value: int) -> None:
     if value > 0:
         try:
@@ -77,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nproc", type=int, default=0)
     ap.add_argument("--fsize-mb", type=int, default=0)
     ap.add_argument("--cgroup", default="", help="a pids cgroup folder to join (limits root's processes too)")
+    ap.add_argument("--expose", action="append", default=[], help="a path to show read-only (see expose)")
     ap.add_argument("--uid", type=int, default=-1)
     ap.add_argument("--gid", type=int, default=-1)
     ap.add_argument("command", nargs=argparse.REMAINDER)
@@ -96,6 +137,12 @@ def main(argv=None) -> int:
                 f.write(str(os.getpid()))
         except OSError:
             pass
+    if opts.expose:
+        try:
+            expose(opts.expose)
+        except OSError as exc:                 # never run a kernel that cannot see its runtime
+            print(f"jail: cannot expose {opts.expose}: {exc}", file=sys.stderr)
+            return 126
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_AS, opts.memory_mb << 20)
     _limit(resource.RLIMIT_FSIZE, opts.fsize_mb << 20)

@@ -5,8 +5,10 @@ deadlines, and nothing left running afterwards.
 kernel there (nbclient / jupyter_client) through :mod:`tutor.grading.jail`: a new PID namespace
 when ``unshare`` allows it (the kernel then sees no process of the grader or of another notebook,
 and the namespace dies with it), else a child subreaper in its own session. The kernel runs with a
-clean environment (no variable of the grader's), as ``nobody`` when the grader is root and
-``nobody`` may run this Python, under an address-space, process-count (a ``pids`` cgroup where one
+clean environment (no variable of the grader's), as ``nobody`` when the grader is root (a Python
+inside a folder closed to others is shown read-only through a mount namespace; without one the
+grader refuses rather than run kernels as root, unless ``--allow-root-kernels``: :func:`kernel_user`),
+under an address-space, process-count (a ``pids`` cgroup where one
 can be made, else RLIMIT_NPROC, which binds only a non-root user) and file-size limit. Each cell has a wall-clock limit and the whole
 notebook a deadline; on leaving, the kernel's whole process tree is killed, stragglers are found by
 a token in their environment, and the folder is removed. The kernel's output is dropped (only
@@ -18,11 +20,13 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -34,19 +38,29 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from . import jail
 
 TOKEN_ENV = "TUTOR_SANDBOX_TOKEN"
+#: set to 1 to grade without namespaces even where ``unshare`` works (the fallback, for tests and CI)
+NO_NAMESPACES_ENV = "TUTOR_GRADE_NO_NAMESPACES"
 NOBODY = 65534
 _UNSHARE: dict = {}
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]          # the folder holding `tutor`
+
+
+class UnsafeKernel(RuntimeError):
+    """The grader would have to run the learners' kernels as root; it refuses (see :func:`kernel_user`)."""
 
 
 def _unshare_prefix() -> List[str]:
-    """``unshare --pid --fork --kill-child`` (with a user namespace when not root) if it works here."""
+    """``unshare --mount --pid --fork --kill-child`` (with a user namespace when not root) if it works
+    here and :data:`NO_NAMESPACES_ENV` is not set."""
     if "prefix" not in _UNSHARE:
         _UNSHARE["prefix"] = []
         exe = shutil.which("unshare")
         for extra in ([], ["--user", "--map-root-user"]):
-            cmd = [exe, *extra, "--pid", "--fork", "--kill-child"] if exe else None
+            cmd = [exe, *extra, "--mount", "--pid", "--fork", "--kill-child"] if exe else None
+            if not cmd or os.environ.get(NO_NAMESPACES_ENV) == "1":
+                break
             try:
-                if cmd and subprocess.run(cmd + ["true"], capture_output=True, timeout=10).returncode == 0:
+                if subprocess.run(cmd + ["true"], capture_output=True, timeout=10).returncode == 0:
                     _UNSHARE["prefix"] = cmd
                     break
             except (OSError, subprocess.SubprocessError):
@@ -54,16 +68,104 @@ def _unshare_prefix() -> List[str]:
     return list(_UNSHARE["prefix"])
 
 
-def _nobody_can_run() -> bool:
-    """Root only drops the kernel to ``nobody`` when ``nobody`` may run this Python and read tutor."""
-    if "nobody" not in _UNSHARE:
-        probe = [sys.executable, "-I", jail.__file__, "--uid", str(NOBODY), "--gid", str(NOBODY), "--",
-                 sys.executable, "-c", f"import os; os.stat({str(Path(__file__).resolve())!r})"]
+def _runtime_paths() -> List[Path]:
+    """What a kernel must reach: this Python, its prefixes, torch and the folder holding tutor."""
+    import torch
+    return [Path(p).resolve() for p in (sys.executable, sys.prefix, sys.base_prefix, PACKAGE_ROOT,
+                                        Path(torch.__file__).parent)]
+
+
+def closed_paths() -> List[str]:
+    """For each runtime path below a folder that others may not enter (``/root`` at 0700 holding a
+    pyenv Python), the child of that folder on the way to it: what a mount namespace must expose."""
+    exposed = set()
+    for path in _runtime_paths():
+        for depth in range(1, len(path.parts)):
+            folder = Path(*path.parts[:depth])
+            try:
+                closed = not folder.stat().st_mode & 0o001
+            except OSError:
+                closed = True
+            if closed:
+                exposed.add(str(Path(*path.parts[:depth + 1])))
+                break
+    return sorted(exposed)
+
+
+def writable_by(uid: int, roots: List[Path]) -> List[str]:
+    """Files and folders under ``roots`` (and the roots' parents) that user ``uid`` may change: owned
+    by it, or writable by others. Links are not followed."""
+    found = []
+    def changeable(path: str) -> bool:
         try:
-            _UNSHARE["nobody"] = subprocess.run(probe, capture_output=True, timeout=30, cwd="/").returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            _UNSHARE["nobody"] = False
-    return _UNSHARE["nobody"]
+            info = os.lstat(path)
+        except OSError:
+            return False
+        return not stat.S_ISLNK(info.st_mode) and (info.st_uid == uid or bool(info.st_mode & 0o002))
+    for root in roots:
+        found += [str(p) for p in root.parents if changeable(str(p)) and not p.stat().st_mode & stat.S_ISVTX]
+        for folder, dirs, files in os.walk(root):
+            found += [os.path.join(folder, n) for n in (".", *dirs, *files) if changeable(os.path.join(folder, n))]
+            if len(found) > 20:
+                break
+    return found
+
+
+@dataclass(frozen=True)
+class KernelUser:
+    """Who a kernel runs as: ``uid`` None is the grader's own user; ``expose`` as in :mod:`.jail`."""
+    uid: Optional[int]
+    expose: Tuple[str, ...]
+    described: str
+
+
+def _probe_user(uid: int, expose: List[str]) -> bool:
+    """Can ``uid`` run this Python and read tutor and torch (through ``expose`` in a mount namespace)?"""
+    import torch
+    files = [str(Path(__file__).resolve()), str(Path(torch.__file__).resolve())]
+    probe = [*(_unshare_prefix() if expose else []), sys.executable, "-I", jail.__file__,
+             *[a for path in expose for a in ("--expose", path)], "--uid", str(uid), "--gid", str(uid), "--",
+             sys.executable, "-I", "-c", f"import os; [os.stat(f) for f in {files!r}]"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=60, cwd="/").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def kernel_user(allow_root: bool = False) -> KernelUser:
+    """Who the kernels run as; never root without ``allow_root``.
+
+    Not root: the grader's own user. Root: ``nobody``, which must be able to run this Python (a
+    Python inside a closed folder is exposed read-only through a mount namespace where ``unshare``
+    allows one) and must not be able to change the tutor package or torch. Otherwise
+    :class:`UnsafeKernel`, unless ``allow_root`` (``--allow-root-kernels``): then the kernels run as
+    root and can change everything, the grader included."""
+    key = ("user", allow_root)
+    if key in _UNSHARE:
+        return _UNSHARE[key]
+    if os.geteuid() != 0:
+        user = KernelUser(None, (), "the grader's own user")
+    else:
+        closed = closed_paths() if _unshare_prefix() else []
+        if _probe_user(NOBODY, closed):
+            changeable = writable_by(NOBODY, [PACKAGE_ROOT / "tutor", *_runtime_paths()[-1:]])
+            if changeable:
+                raise UnsafeKernel(f"the kernels' user nobody could change files the grader runs: "
+                                   f"{', '.join(changeable[:3])}; make them read-only for others")
+            how = f" ({', '.join(closed)} shown read-only in a mount namespace)" if closed else ""
+            user = KernelUser(NOBODY, tuple(closed), "nobody" + how)
+        elif allow_root:
+            user = KernelUser(None, (), "root (--allow-root-kernels: a kernel can change anything)")
+        else:
+            where = ", ".join(os.path.dirname(p) for p in closed_paths()) or sys.executable
+            raise UnsafeKernel(
+                f"refusing to run learners' kernels as root: the user nobody cannot run {sys.executable} "
+                f"(it lies under {where}, closed to other users) and no mount namespace can expose it "
+                f"(unshare --mount is unavailable or {NO_NAMESPACES_ENV}=1). Install a Python that other "
+                f"users may run, run the grader as an ordinary user, or pass --allow-root-kernels to run "
+                f"the kernels as root anyway (they could then change the grader and its files).")
+    _UNSHARE[key] = user
+    return user
 
 
 def _pids_cgroup(nproc: int) -> Optional[Path]:
@@ -115,7 +217,7 @@ class _QuietClient(NotebookClient):
 
 
 def _clean_env(folder: Path, token: str) -> dict:
-    package_root = str(Path(__file__).resolve().parents[2])        # the folder holding `tutor`
+    package_root = str(PACKAGE_ROOT)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(folder),
            "TMPDIR": str(folder), "PYTHONPATH": package_root, "PYTHONDONTWRITEBYTECODE": "1",
            "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(folder / ".mpl"), "IPYTHONDIR": str(folder / ".ipython"),
@@ -148,10 +250,11 @@ class NotebookKernel:
     """Context manager: one notebook's sandboxed kernel (see the module docstring)."""
 
     def __init__(self, nb, cell_timeout: float = 60, deadline: float = 600, memory_mb: int = 4096,
-                 nproc: int = 256, kernel_name: str = "python3"):
+                 nproc: int = 256, kernel_name: str = "python3", allow_root: bool = False):
         self.nb = nb
         self.cell_timeout, self.deadline = cell_timeout, deadline
         self.memory_mb, self.nproc, self.kernel_name = memory_mb, nproc, kernel_name
+        self.allow_root = allow_root
         self.expired = False            # the notebook deadline passed and the kernel was killed
         self.dead = False               # the kernel is gone (died, killed, or stuck and stopped)
         self.running_cell = 0
@@ -168,9 +271,9 @@ class NotebookKernel:
         return self
 
     def _start(self) -> None:
-        root = os.geteuid() == 0 and _nobody_can_run()
+        user = kernel_user(self.allow_root)             # raises UnsafeKernel rather than run as root
         self.cgroup = _pids_cgroup(self.nproc)
-        owner = (NOBODY, NOBODY) if root else None
+        owner = (user.uid, user.uid) if user.uid is not None else None
         self.out_dir = self.folder / "out"
         self.out_dir.mkdir()
         (self.folder / "in").mkdir()                     # written by the grader only
@@ -188,7 +291,8 @@ class NotebookKernel:
         km.prefix = _unshare_prefix() + [sys.executable, "-I", jail.__file__, "--memory-mb", str(self.memory_mb),
                                         "--nproc", str(self.nproc), "--fsize-mb", "512",
                                         *(["--cgroup", str(self.cgroup)] if self.cgroup else []),
-                                        *(["--uid", str(NOBODY), "--gid", str(NOBODY)] if root else []), "--"]
+                                        *[a for path in user.expose for a in ("--expose", path)],
+                                        *(["--uid", str(user.uid), "--gid", str(user.uid)] if owner else []), "--"]
         self.km = km
         self.client = _QuietClient(self.nb, km=km, timeout=self.cell_timeout, allow_errors=True,
                                    shutdown_kernel="immediate", startup_timeout=max(60, self.cell_timeout),

@@ -11,17 +11,20 @@ never leave this process, so whatever the notebook does to its own copy of them 
 """
 from __future__ import annotations
 
+import importlib.abc
 import io
 import keyword
 import os
 import secrets
 import stat
+import sys
+import threading
 from typing import Any, List, Optional, Tuple
 
 import torch
 
 from ..exercises.feedback import Result
-from ..exercises.sandbox import RemoteCall, TimeLimitExceeded, time_limit
+from ..exercises.sandbox import RemoteCall, TimeLimitExceeded, pinned_torch, time_limit
 
 MAX_BYTES = 64 << 20          # what one answer may send back
 MAX_DEPTH = 8
@@ -68,6 +71,12 @@ def load_plain(path: str) -> Any:
     except Exception as exc:
         raise NotPlainData(f"not plain data ({type(exc).__name__})") from None
     return _plain(obj)
+
+
+def _saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def _write_new(path: str, obj) -> None:
@@ -180,9 +189,47 @@ def _describe(kernel, qid: str) -> dict:
         else {"kind": "opaque", "type": "unreadable"}
 
 
+_JUDGING = threading.local()
+
+
+class _NoImportWhileJudging(importlib.abc.MetaPathFinder):
+    """Refuses, in a thread that is judging, every import of a module not loaded yet: a kernel may
+    have written its file (the checker then fails closed: "could not judge")."""
+
+    def find_spec(self, name, path=None, target=None):
+        if getattr(_JUDGING, "on", False):
+            raise ImportError(f"{name} was not imported before grading began: the grader imports nothing "
+                              f"while judging")
+        return None
+
+
+def prepare(questions) -> None:
+    """Import, before the first kernel starts, everything judging ``questions`` needs (references and
+    forbidden functions resolved), and refuse new imports while judging from then on."""
+    import importlib
+    for name in ("tutor.exercises.compare", "tutor.exercises.footprint", "tutor.exercises.loops",
+                 "torch.utils._device", "torch.fx.experimental.symbolic_shapes"):   # what checkers load lazily
+        importlib.import_module(name)
+    with pinned_torch():
+        torch.load(io.BytesIO(_saved([torch.zeros(1), 1])), weights_only=True)
+    for q in questions:
+        q.watched()
+    if not any(isinstance(f, _NoImportWhileJudging) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoImportWhileJudging())
+
+
 def judge(kernel, questions) -> List[Result]:
-    """One Result per question, judged here from what the kernel's learner checked."""
+    """One Result per question, judged here from what the kernel's learner checked (nothing is
+    imported meanwhile: see :func:`prepare`)."""
     infos = [(q, _describe(kernel, q.id)) for q in questions]
+    _JUDGING.on = True
+    try:
+        return _judge(kernel, infos)
+    finally:
+        _JUDGING.on = False
+
+
+def _judge(kernel, infos) -> List[Result]:
     results = []
     for q, info in infos:
         kind = info["kind"]
