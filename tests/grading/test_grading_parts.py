@@ -75,7 +75,7 @@ def test_writable_by_finds_what_a_user_could_change(tmp_path):
     os.chmod(tmp_path, 0o755)
     os.chmod(theirs, 0o644)
     os.chmod(mine, 0o666)                              # writable by others
-    found = runner.writable_by(54321, [tmp_path])
+    found = runner.writable_by([54321], [tmp_path])
     assert str(mine) in found and str(theirs) not in found
 
 

@@ -16,10 +16,13 @@ starts, and its view of the ``tutor`` package (it can patch, clone or re-execute
 The grader trusts only its own process: it never reads what the kernel prints or stores, never
 lets the kernel see an expected value, the grader's state or environment, and accepts back only
 plain data (``torch.load(weights_only=True)``, size-capped, no links). The kernel runs in a private
-temporary folder with a clean environment, as ``nobody`` when the grader is root (never silently
-as root: where ``nobody`` cannot run this Python and no mount namespace can show it, the grader
-refuses unless ``--allow-root-kernels``; the tutor package and torch must not be writable by
-``nobody``), in a new PID
+temporary folder with a clean environment. When the grader is root each running kernel has a user
+id of its own (no account's; its folder and connection file are closed to every other kernel, and
+its process limit is its own), never silently root: where those users cannot run this Python and
+no mount namespace can show it read-only, the grader refuses unless ``--allow-root-kernels``; the
+tutor package and torch must not be writable by them. Where kernels share one user (an ordinary
+grader, or ``--allow-root-kernels``) they could reach each other, so notebooks are graded one at
+a time whatever ``--jobs`` says, and the grader says so. Kernels run in a new mount and PID
 namespace when ``unshare`` allows it (else a subreaper in its own session plus a sweep by an
 environment token), under address-space, process-count and file-size limits, a per-cell and a
 per-notebook deadline; all its processes are killed and its folder removed at the end. Everything
@@ -31,8 +34,9 @@ and the solutions are readable on disk) or digs the switched-off originals out o
 with introspection (that is copying, a matter of academic honesty, not a forged verdict); a kernel
 that burns its CPU share until its deadline; without a PID namespace and as the grader's own user,
 a kernel can signal the grader's processes and edit files the grader's user may write (run the
-grader as root, which drops the kernel to ``nobody``, or on a read-only checkout); two notebooks
-graded at once (``--jobs``) as the same user can see each other's temporary folders. The probes that
+grader as root, which gives each kernel its own user id, or on a read-only checkout); kernels of
+different users still share the loopback network (without a connection file's key they cannot
+talk to another kernel, only knock on its ports). The probes that
 watch *how* an answer runs (a Python loop over T in 03, a (T, T) tensor in 04.q3) run where the
 answer runs, in the kernel: a learner who patches them there can hide a loop or a large tensor from
 them, never turn a wrong value into a correct one.
@@ -176,10 +180,13 @@ def _grade(path: Path, own: list, blank: list, limits: Limits) -> NotebookGrade:
 def grade_all(paths: Sequence[str], limits: Limits, jobs: int = 1, log=None) -> List[NotebookGrade]:
     """Grade every notebook found; unnumbered notebooks and repeated numbers get a row, no points.
 
-    Everything judging needs is imported first (:func:`tutor.grading.verdicts.prepare`)."""
+    Everything judging needs is imported first (:func:`tutor.grading.verdicts.prepare`). Where
+    kernels cannot be kept apart (:func:`one_at_a_time`) they run one at a time whatever ``jobs``."""
     from .verdicts import prepare
     from ..exercises.registry import questions
     prepare(list(questions()))
+    if one_at_a_time(limits):
+        jobs = 1
     plan: List[Tuple[Path, Optional[str]]] = []       # (notebook, why it is not graded)
     first: Dict[Tuple[str, str], Path] = {}
     for path, folder in _find_with_folders(paths):
@@ -204,6 +211,20 @@ def grade_all(paths: Sequence[str], limits: Limits, jobs: int = 1, log=None) -> 
         return grade_notebook(path, limits=limits)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(grade, plan))             # each notebook has its own kernel
+
+
+def one_at_a_time(limits: Limits) -> Optional[str]:
+    """Why notebooks must be graded one at a time here (kernels would run as one user, able to read
+    each other's connection files and share one process limit), or None when they may run at once."""
+    from .runner import UnsafeKernel, kernel_user
+    try:
+        user = kernel_user(limits.allow_root)
+    except UnsafeKernel:
+        return None                                    # nothing runs at all
+    if user.separate:
+        return None
+    return (f"grading one notebook at a time: the kernels run as {user.described}, so two at once could "
+            f"reach each other")
 
 
 def format_table(grades: Sequence[NotebookGrade]) -> str:
@@ -270,6 +291,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UnsafeKernel as exc:
         print(f"python -m tutor grade: {exc}", file=sys.stderr)
         return 3
+    serial = one_at_a_time(limits)
+    if serial and opts.jobs > 1:
+        print(serial, file=sys.stderr)
     grades = grade_all(opts.paths, limits, opts.jobs, log=sys.stderr)
     print(format_table(grades))
     if opts.json:

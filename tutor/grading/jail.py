@@ -11,7 +11,8 @@ namespace (``unshare --pid --fork --kill-child``) it is PID 1, and its exit ends
 In a private mount namespace (``unshare --mount``) and as root, ``--expose PATH`` lets the kernel's
 user reach ``PATH`` (read-only) although a folder above it is closed to others (a Python under
 ``/root``, e.g. pyenv, with ``/root`` at mode 0700): an empty tmpfs (mode 0755) covers the closed
-folder and ``PATH`` is bound back in its place, read-only. The rest of the closed folder stays hidden.
+folder and ``PATH`` is bound back in its place, read-only (``--expose-rw``: writable, for the
+kernel's own folder under a closed temporary folder). The rest of the closed folder stays hidden.
 """
 import argparse
 import ctypes
@@ -70,31 +71,47 @@ def kill_descendants(root: int) -> None:
             pass
 
 
-def expose(paths) -> None:
-    """Cover each closed parent of ``paths`` with an empty tmpfs and bind ``paths`` back, read-only.
+def closed_ancestor(path: str):
+    """The highest folder above ``path`` that other users may not enter, or None."""
+    parts = os.path.abspath(path).split(os.sep)[1:]
+    for depth in range(1, len(parts)):
+        folder = os.sep + os.path.join(*parts[:depth])
+        try:
+            if not os.stat(folder).st_mode & 0o001:
+                return folder
+        except OSError:
+            return folder
+    return None
 
-    Only in a private mount namespace, as root; raises ``OSError`` when a mount fails."""
+
+def expose(paths, writable=()) -> None:
+    """Cover each closed ancestor of ``paths`` and ``writable`` with an empty tmpfs and bind those
+    paths back at the same place (``paths`` read-only). Only as root in a private mount namespace;
+    raises ``OSError`` when a mount fails."""
     def mount(*args: str) -> None:
         done = subprocess.run(["mount", *args], capture_output=True, timeout=30)
         if done.returncode != 0:
             raise OSError(f"mount {' '.join(args)}: {done.stderr.decode(errors='replace').strip()}")
-    by_parent = {}
-    for path in paths:
-        by_parent.setdefault(os.path.dirname(path.rstrip("/")), []).append(path.rstrip("/"))
-    stage = tempfile.mkdtemp(prefix="tutor-expose-")
+    by_closed = {}
+    for path, ro in [(p, True) for p in paths] + [(p, False) for p in writable]:
+        closed = closed_ancestor(path)
+        if closed is not None:
+            by_closed.setdefault(closed, []).append((os.path.abspath(path), ro))
+    stage = tempfile.mkdtemp(prefix="tutor-expose-", dir="/")
     try:
-        for parent, children in by_parent.items():
+        for closed, inside in sorted(by_closed.items()):
             staged = []
-            for k, child in enumerate(children):
-                spot = os.path.join(stage, str(k))
+            for k, (path, ro) in enumerate(inside):
+                spot = os.path.join(stage, str(len(os.listdir(stage))))
                 os.mkdir(spot)
-                mount("--bind", child, spot)
-                staged.append((spot, os.path.join(parent, os.path.basename(child))))
-            mount("-t", "tmpfs", "-o", "mode=755,size=1m", "tmpfs", parent)
-            for spot, place in staged:
-                os.mkdir(place)
-                mount("--move", spot, place)
-                mount("-o", "remount,bind,ro", place)
+                mount("--bind", path, spot)
+                staged.append((spot, path, ro))
+            mount("-t", "tmpfs", "-o", "mode=755,size=1m", "tmpfs", closed)
+            for spot, path, ro in staged:
+                os.makedirs(path, exist_ok=True)
+                mount("--move", spot, path)
+                if ro:
+                    mount("-o", "remount,bind,ro", path)
                 os.rmdir(spot)
     finally:
         try:
@@ -118,6 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fsize-mb", type=int, default=0)
     ap.add_argument("--cgroup", default="", help="a pids cgroup folder to join (limits root's processes too)")
     ap.add_argument("--expose", action="append", default=[], help="a path to show read-only (see expose)")
+    ap.add_argument("--expose-rw", action="append", default=[], help="a path to show writable (see expose)")
     ap.add_argument("--uid", type=int, default=-1)
     ap.add_argument("--gid", type=int, default=-1)
     ap.add_argument("command", nargs=argparse.REMAINDER)
@@ -137,9 +155,9 @@ def main(argv=None) -> int:
                 f.write(str(os.getpid()))
         except OSError:
             pass
-    if opts.expose:
+    if opts.expose or opts.expose_rw:
         try:
-            expose(opts.expose)
+            expose(opts.expose, opts.expose_rw)
         except OSError as exc:                 # never run a kernel that cannot see its runtime
             print(f"jail: cannot expose {opts.expose}: {exc}", file=sys.stderr)
             return 126

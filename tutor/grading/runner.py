@@ -5,7 +5,7 @@ deadlines, and nothing left running afterwards.
 kernel there (nbclient / jupyter_client) through :mod:`tutor.grading.jail`: a new PID namespace
 when ``unshare`` allows it (the kernel then sees no process of the grader or of another notebook,
 and the namespace dies with it), else a child subreaper in its own session. The kernel runs with a
-clean environment (no variable of the grader's), as ``nobody`` when the grader is root (a Python
+clean environment (no variable of the grader's), as a user id of its own when the grader is root (a Python
 inside a folder closed to others is shown read-only through a mount namespace; without one the
 grader refuses rather than run kernels as root, unless ``--allow-root-kernels``: :func:`kernel_user`),
 under an address-space, process-count (a ``pids`` cgroup where one
@@ -40,8 +40,11 @@ from . import jail
 TOKEN_ENV = "TUTOR_SANDBOX_TOKEN"
 #: set to 1 to grade without namespaces even where ``unshare`` works (the fallback, for tests and CI)
 NO_NAMESPACES_ENV = "TUTOR_GRADE_NO_NAMESPACES"
-NOBODY = 65534
+#: user ids the kernels run as when the grader is root, one per running kernel (ids of no account)
+KERNEL_UIDS = range(65500, 65400, -1)
 _UNSHARE: dict = {}
+_LEASE = threading.Lock()
+_LEASED: set = set()
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]          # the folder holding `tutor`
 
 
@@ -80,28 +83,23 @@ def closed_paths() -> List[str]:
     pyenv Python), the child of that folder on the way to it: what a mount namespace must expose."""
     exposed = set()
     for path in _runtime_paths():
-        for depth in range(1, len(path.parts)):
-            folder = Path(*path.parts[:depth])
-            try:
-                closed = not folder.stat().st_mode & 0o001
-            except OSError:
-                closed = True
-            if closed:
-                exposed.add(str(Path(*path.parts[:depth + 1])))
-                break
+        closed = jail.closed_ancestor(str(path))
+        if closed is not None and path != Path(closed):
+            exposed.add(str(Path(closed) / path.relative_to(closed).parts[0]))
     return sorted(exposed)
 
 
-def writable_by(uid: int, roots: List[Path]) -> List[str]:
-    """Files and folders under ``roots`` (and the roots' parents) that user ``uid`` may change: owned
-    by it, or writable by others. Links are not followed."""
+def writable_by(uids, roots: List[Path]) -> List[str]:
+    """Files and folders under ``roots`` (and the roots' parents) that one of the users ``uids`` may
+    change: owned by it, or writable by others. Links are not followed."""
+    uids = set(uids)
     found = []
     def changeable(path: str) -> bool:
         try:
             info = os.lstat(path)
         except OSError:
             return False
-        return not stat.S_ISLNK(info.st_mode) and (info.st_uid == uid or bool(info.st_mode & 0o002))
+        return not stat.S_ISLNK(info.st_mode) and (info.st_uid in uids or bool(info.st_mode & 0o002))
     for root in roots:
         found += [str(p) for p in root.parents if changeable(str(p)) and not p.stat().st_mode & stat.S_ISVTX]
         for folder, dirs, files in os.walk(root):
@@ -113,10 +111,42 @@ def writable_by(uid: int, roots: List[Path]) -> List[str]:
 
 @dataclass(frozen=True)
 class KernelUser:
-    """Who a kernel runs as: ``uid`` None is the grader's own user; ``expose`` as in :mod:`.jail`."""
-    uid: Optional[int]
+    """Who the kernels run as: ``uids`` empty is the grader's own user (then kernels cannot be kept
+    apart and the grader runs one at a time); else each running kernel has one of ``uids`` to itself.
+    ``expose`` as in :mod:`.jail`."""
+    uids: Tuple[int, ...]
     expose: Tuple[str, ...]
     described: str
+
+    @property
+    def separate(self) -> bool:
+        """Kernels of different notebooks run as different users (they may run at once)."""
+        return bool(self.uids)
+
+    def lease(self) -> Optional[int]:
+        """A user id no running kernel has (None: the grader's own user); give it back with :meth:`release`."""
+        if not self.uids:
+            return None
+        with _LEASE:
+            for uid in self.uids:
+                if uid not in _LEASED:
+                    _LEASED.add(uid)
+                    return uid
+        raise RuntimeError(f"more than {len(self.uids)} kernels at once")
+
+    @staticmethod
+    def release(uid: Optional[int]) -> None:
+        with _LEASE:
+            _LEASED.discard(uid)
+
+
+def _has_account(uid: int) -> bool:
+    import pwd
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
 
 
 def _probe_user(uid: int, expose: List[str]) -> bool:
@@ -135,31 +165,34 @@ def _probe_user(uid: int, expose: List[str]) -> bool:
 def kernel_user(allow_root: bool = False) -> KernelUser:
     """Who the kernels run as; never root without ``allow_root``.
 
-    Not root: the grader's own user. Root: ``nobody``, which must be able to run this Python (a
-    Python inside a closed folder is exposed read-only through a mount namespace where ``unshare``
-    allows one) and must not be able to change the tutor package or torch. Otherwise
+    Not root: the grader's own user. Root: one user id of :data:`KERNEL_UIDS` per running kernel
+    (no account has them, so kernels cannot read each other's files, connection files included, and
+    each has its own process limit); they must be able to run this Python (a Python inside a closed
+    folder is exposed read-only through a mount namespace where ``unshare`` allows one) and must not
+    be able to change the tutor package or torch. Otherwise
     :class:`UnsafeKernel`, unless ``allow_root`` (``--allow-root-kernels``): then the kernels run as
     root and can change everything, the grader included."""
     key = ("user", allow_root)
     if key in _UNSHARE:
         return _UNSHARE[key]
     if os.geteuid() != 0:
-        user = KernelUser(None, (), "the grader's own user")
+        user = KernelUser((), (), "the grader's own user")
     else:
         closed = closed_paths() if _unshare_prefix() else []
-        if _probe_user(NOBODY, closed):
-            changeable = writable_by(NOBODY, [PACKAGE_ROOT / "tutor", *_runtime_paths()[-1:]])
+        uids = tuple(u for u in KERNEL_UIDS if not _has_account(u))[:32]
+        if uids and _probe_user(uids[0], closed):
+            changeable = writable_by(uids, [PACKAGE_ROOT / "tutor", *_runtime_paths()[-1:]])
             if changeable:
-                raise UnsafeKernel(f"the kernels' user nobody could change files the grader runs: "
+                raise UnsafeKernel(f"the kernels' users could change files the grader runs: "
                                    f"{', '.join(changeable[:3])}; make them read-only for others")
-            how = f" ({', '.join(closed)} shown read-only in a mount namespace)" if closed else ""
-            user = KernelUser(NOBODY, tuple(closed), "nobody" + how)
+            how = f"; {', '.join(closed)} shown read-only in a mount namespace" if closed else ""
+            user = KernelUser(uids, tuple(closed), f"a user id of their own ({uids[-1]}-{uids[0]}{how})")
         elif allow_root:
-            user = KernelUser(None, (), "root (--allow-root-kernels: a kernel can change anything)")
+            user = KernelUser((), (), "root (--allow-root-kernels: a kernel can change anything)")
         else:
             where = ", ".join(os.path.dirname(p) for p in closed_paths()) or sys.executable
             raise UnsafeKernel(
-                f"refusing to run learners' kernels as root: the user nobody cannot run {sys.executable} "
+                f"refusing to run learners' kernels as root: other users cannot run {sys.executable} "
                 f"(it lies under {where}, closed to other users) and no mount namespace can expose it "
                 f"(unshare --mount is unavailable or {NO_NAMESPACES_ENV}=1). Install a Python that other "
                 f"users may run, run the grader as an ordinary user, or pass --allow-root-kernels to run "
@@ -187,9 +220,9 @@ def _pids_cgroup(nproc: int) -> Optional[Path]:
 
 
 def isolation() -> str:
-    """How kernels are isolated on this machine, in words: ``"a new PID namespace (unshare)"`` or
+    """How kernels are isolated on this machine, in words: ``"a new mount and PID namespace (unshare)"`` or
     ``"a subreaper in its own session"``."""
-    return "a new PID namespace (unshare)" if _unshare_prefix() else "a subreaper in its own session"
+    return "a new mount and PID namespace (unshare)" if _unshare_prefix() else "a subreaper in its own session"
 
 
 class _JailedKernelManager(AsyncKernelManager):
@@ -201,6 +234,7 @@ class _JailedKernelManager(AsyncKernelManager):
         cmd = super().format_kernel_cmd(extra_arguments)
         if self.owner is not None:
             os.chown(self.connection_file, *self.owner)
+            os.chmod(self.connection_file, 0o600)        # its key: no other kernel may read it
         return list(self.prefix) + cmd
 
 
@@ -272,13 +306,16 @@ class NotebookKernel:
 
     def _start(self) -> None:
         user = kernel_user(self.allow_root)             # raises UnsafeKernel rather than run as root
+        self.uid = user.lease()
         self.cgroup = _pids_cgroup(self.nproc)
-        owner = (user.uid, user.uid) if user.uid is not None else None
+        owner = (self.uid, self.uid) if self.uid is not None else None
         self.out_dir = self.folder / "out"
         self.out_dir.mkdir()
         (self.folder / "in").mkdir()                     # written by the grader only
-        if owner:
-            os.chmod(self.folder, 0o755)
+        if owner:                                        # root:  this kernel's group may enter, no other kernel
+            for folder in (self.folder, self.folder / "in"):
+                os.chown(folder, 0, self.uid)
+                os.chmod(folder, 0o750)
             os.chown(self.out_dir, *owner)
             os.chmod(self.out_dir, 0o700)
             for sub in (".mpl", ".ipython"):
@@ -288,11 +325,16 @@ class NotebookKernel:
         km = _JailedKernelManager(kernel_name=self.kernel_name)
         km.connection_file = str(self.folder / "kernel.json")
         km.owner = owner
+        closed_tmp = jail.closed_ancestor(str(self.folder))
+        if owner and closed_tmp and not _unshare_prefix():
+            raise UnsafeKernel(f"the kernel's folder {self.folder} lies under {closed_tmp}, closed to the kernels' "
+                               f"users, and no mount namespace can expose it: set TMPDIR to a folder others may enter")
         km.prefix = _unshare_prefix() + [sys.executable, "-I", jail.__file__, "--memory-mb", str(self.memory_mb),
                                         "--nproc", str(self.nproc), "--fsize-mb", "512",
                                         *(["--cgroup", str(self.cgroup)] if self.cgroup else []),
                                         *[a for path in user.expose for a in ("--expose", path)],
-                                        *(["--uid", str(user.uid), "--gid", str(user.uid)] if owner else []), "--"]
+                                        *(["--expose-rw", str(self.folder)] if owner and closed_tmp else []),
+                                        *(["--uid", str(self.uid), "--gid", str(self.uid)] if owner else []), "--"]
         self.km = km
         self.client = _QuietClient(self.nb, km=km, timeout=self.cell_timeout, allow_errors=True,
                                    shutdown_kernel="immediate", startup_timeout=max(60, self.cell_timeout),
@@ -348,6 +390,7 @@ class NotebookKernel:
             sweep(self.token)
             time.sleep(0.05)
         shutil.rmtree(self.folder, ignore_errors=True)
+        KernelUser.release(getattr(self, "uid", None))
         cgroup = getattr(self, "cgroup", None)
         if cgroup is not None:
             for _ in range(20):
