@@ -313,3 +313,21 @@ def test_kernels_that_cannot_be_kept_apart_run_one_at_a_time(tmp_path):
                         TUTOR_GRADE_NO_NAMESPACES="1")
     assert done.returncode == 0 and b"one notebook at a time" in done.stderr, done.stderr[-2000:]
     assert rows["00_victim.ipynb"]["points"] == 0 and rows["00_victim.ipynb"]["status"] == "graded"
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_links_to_someone_elses_notebook_are_refused(tmp_path):
+    """Finding 4: a symbolic or hard link to a solved notebook gets a row saying so, and no point."""
+    solved = tmp_path / "theirs" / "00_solved.ipynb"
+    solved.parent.mkdir()
+    nbformat.write(nbformat.read(ROOT / "solutions" / "00_why_sparse_attention.ipynb", as_version=4), solved)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    os.symlink(ROOT / "solutions" / "01_dense_masked_attention.ipynb", mine / "01_mine.ipynb")
+    os.link(solved, mine / "00_mine.ipynb")
+    done, rows = _grade(tmp_path, [mine])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {name: (row["status"], row["points"]) for name, row in rows.items()} == {
+        "00_mine.ipynb": ("refused", 0), "01_mine.ipynb": ("refused", 0)}
+    assert "hard link" in rows["00_mine.ipynb"]["note"] and "symbolic link" in rows["01_mine.ipynb"]["note"]

@@ -9,7 +9,8 @@ only the calls of the learner's function cross into the kernel and come back as 
 only in the notebook of its own number (``03_*.ipynb`` for ``03.q*``); an unnumbered notebook and a
 second notebook with the same number in one folder get a row saying so and are not counted. A
 notebook that hangs, dies, breaks the grader or is not a notebook gets a row that says why; the
-table and the ``--json`` file are always written.
+table and the ``--json`` file are always written. A notebook that is a symbolic link, or a file with
+several names (a hard link), is refused with a row saying so.
 
 Threat model. The learner controls everything that runs in the kernel: the notebook, any process it
 starts, and its view of the ``tutor`` package (it can patch, clone or re-execute anything there).
@@ -47,6 +48,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -72,7 +74,7 @@ class QuestionGrade:
 @dataclass
 class NotebookGrade:
     path: str
-    status: str                  # graded | timeout | kernel died | error | malformed | not found
+    status: str                  # graded | timeout | kernel died | error | malformed | not found | refused
     note: str = ""
     questions: List[QuestionGrade] = field(default_factory=list)
 
@@ -145,18 +147,44 @@ def grade_notebook(path: Path, timeout: float = 60, kernel: str = "python3",
                                                     f"{str(exc)[:200]}", blank)
 
 
+class LinkRefused(ValueError):
+    """A submitted notebook is a link (symbolic, or one of several names of one file): not graded."""
+
+
+def read_submitted(path: Path, most: int = 50 << 20) -> str:
+    """The text of the notebook file at ``path`` itself: :class:`LinkRefused` for a symbolic link or a
+    file with more than one name (a hard link may point at someone else's work), ``ValueError`` for
+    anything but a regular file of at most ``most`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise LinkRefused(f"a symbolic link (to {os.readlink(path)!r}); submit the notebook itself") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_nlink > 1:
+            raise LinkRefused(f"a hard link (this file has {info.st_nlink} names); submit a copy of your own")
+        data = f.read(most + 1)
+    if len(data) > most:
+        raise ValueError(f"larger than {most >> 20} MB")
+    return data.decode("utf-8")
+
+
 def _grade(path: Path, own: list, blank: list, limits: Limits) -> NotebookGrade:
     import nbformat
     from .runner import NotebookKernel
     from .verdicts import judge
     shown = _shown(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         return NotebookGrade(shown, "not found", "no such file", blank)
     try:
-        if path.stat().st_size > 50 << 20:
-            raise ValueError("larger than 50 MB")
-        nb = nbformat.read(str(path), as_version=4)
+        nb = nbformat.reads(read_submitted(path), as_version=4)
         nbformat.validate(nb)
+    except LinkRefused as exc:
+        return NotebookGrade(shown, "refused", f"not graded: {exc}", blank)
     except Exception as exc:  # not JSON, not a notebook, unreadable
         return NotebookGrade(shown, "malformed", f"not a readable notebook ({type(exc).__name__})", blank)
     with NotebookKernel(nb, limits.cell, limits.notebook, limits.memory_mb, limits.nproc, limits.kernel,
