@@ -331,3 +331,110 @@ def test_links_to_someone_elses_notebook_are_refused(tmp_path):
     assert {name: (row["status"], row["points"]) for name, row in rows.items()} == {
         "00_mine.ipynb": ("refused", 0), "01_mine.ipynb": ("refused", 0)}
     assert "hard link" in rows["00_mine.ipynb"]["note"] and "symbolic link" in rows["01_mine.ipynb"]["note"]
+
+
+AUTOGRAD_ROUTES = '''
+routes = [
+    lambda p, dp: (lambda s: torch.autograd.grad(torch.softmax(s, -1), s, dp)[0])(p.log().clone().requires_grad_()),
+    lambda p, dp: (lambda s: (torch.softmax(s, -1).backward(dp), s.grad)[1])(p.log().clone().requires_grad_()),
+    lambda p, dp: torch.func.vjp(lambda s: torch.softmax(s, -1), p.log())[1](dp)[0],
+    lambda p, dp: torch.func.grad(lambda s: (torch.softmax(s, -1) * dp).sum())(p.log()),
+    lambda p, dp: torch._softmax_backward_data(dp, p, -1, p.dtype),
+    lambda p, dp: torch.ops.aten._softmax_backward_data.default(dp, p, -1, p.dtype),
+    lambda p, dp: torch.autograd.functional.vjp(lambda s: torch.softmax(s, -1), p.log(), dp)[1],
+    lambda p, dp: (lambda s: torch.softmax(s, -1).grad_fn(dp))(p.log().clone().requires_grad_()),
+    lambda p, dp: (lambda s: (torch.enable_grad().__enter__(), torch.autograd.grad(torch.softmax(s, -1), s, dp)[0])[1])(
+        p.log().clone().requires_grad_()),
+]
+def softmax_backward(p, dp):
+    for route in routes:
+        try:
+            return route(p, dp)
+        except Exception:
+            pass
+    return dp
+exercises.question("07.q1").check(softmax_backward)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_course_functions_and_autograd_under_other_names_get_nothing(tmp_path):
+    """Finding 5: a course function that computes the answer (``hybrid_pairs`` for 00.q2) and every route
+    to autograd in a backward question (07.q1) are refused in the kernel."""
+    sub = tmp_path / "sub"
+    _notebook(sub, "00_closed_form.ipynb", "from tutor.costs import hybrid_pairs as hp",
+              answers(WRONG_MASK, "lambda T, window: hp(T, window)"))
+    nb07 = sub / "07_routes.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(SETUP), new_code_cell(AUTOGRAD_ROUTES)],
+                                metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                         "language": "python"}}), nb07)
+    done, rows = _grade(tmp_path, [sub])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {n: (r["status"], r["points"]) for n, r in rows.items()} == {
+        "00_closed_form.ipynb": ("graded", 0), "07_routes.ipynb": ("graded", 0)}, rows
+
+
+def _course_functions():
+    """Every function (public and private) of the floors below the teaching aids, by dotted name."""
+    import importlib
+    import pkgutil
+    import types
+    import tutor
+    found = {}
+    for info in pkgutil.walk_packages(tutor.__path__, "tutor."):
+        floor = info.name.split(".")[1]
+        if floor not in ("masks", "patterns", "costs", "attention", "conventions", "distributed"):
+            continue
+        if info.name in ("tutor.distributed.launch", "tutor.distributed.demo", "tutor.distributed.encoder"):
+            continue                          # they start processes; none returns an answer in this one
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:
+            continue
+        for fn in vars(module).values():
+            if isinstance(fn, types.FunctionType) and fn.__module__ == module.__name__:
+                found[f"{module.__name__}.{fn.__qualname__}"] = fn
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_every_course_function_that_computes_an_answer_is_forbidden(monkeypatch):
+    """Finding 5, by what a function computes: each course function that passes a question's own checker
+    when called with the answer's arguments (by position or by name) is one the question watches."""
+    import inspect
+    import warnings
+    from tutor import exercises
+    from tutor.exercises.problem import FunctionProblem
+    monkeypatch.setenv("TUTOR_CHECK_TIME_LIMIT", "1")
+    functions = _course_functions()
+    unwatched = {}
+    for q in exercises.questions():
+        if not isinstance(q, FunctionProblem):
+            continue
+        names = list(inspect.signature(q.reference).parameters)
+        watched = {id(getattr(fn, "__wrapped__", fn)) for fn in q.watched()}
+        for dotted, fn in functions.items():
+            try:
+                signature = inspect.signature(fn)
+            except (TypeError, ValueError):
+                continue
+            callers = []
+            try:
+                signature.bind(*names)
+                callers.append(fn)
+            except TypeError:
+                pass
+            try:
+                signature.bind(**dict.fromkeys(names))
+                callers.append(lambda *a, fn=fn: fn(**dict(zip(names, a))))
+            except TypeError:
+                pass
+            for caller in callers:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    result = q.judge(caller)
+                if result.status == "correct" and id(fn) not in watched:
+                    unwatched.setdefault(q.id, []).append(dotted)
+    assert unwatched == {}, unwatched

@@ -30,6 +30,14 @@ per-notebook deadline; all its processes are killed and its folder removed at th
 judging needs is imported before the first kernel starts; while judging, an import of a module not
 loaded yet is refused (the checker fails closed), so no code a kernel could have written runs here.
 
+What a question forbids is decided by what a function computes, not by its name: every course
+function (public or private, of the floors below the teaching aids) that passes a question's own
+checker is one the question watches (a red-team test calls them all), and while the answer to a
+backward question runs, every operator autograd would run is refused in the kernel (an op on a
+tensor that requires grad, an op run by the autograd engine, an aten ``*_backward`` op), whichever
+route reaches it. Switching that watch off inside the kernel is tampering with the grader, like
+digging out the stubs' originals.
+
 What this cannot stop: a learner who writes the answer from the course's own source (the package
 and the solutions are readable on disk) or digs the switched-off originals out of the stubs' module
 with introspection (that is copying, a matter of academic honesty, not a forged verdict); a kernel
