@@ -105,3 +105,38 @@ def test_judging_imports_nothing_new(tmp_path, monkeypatch):
     verdicts.prepare([])
     result, = verdicts.judge(Kernel(), [Question()])
     assert result.status == "incorrect" and "imports nothing while judging" in result.message
+
+
+def test_load_plain_limits_what_a_reply_costs_once_decoded(tmp_path):
+    """Issue 22, findings 6-8: shared nesting, a deflated archive, an expanded tensor are refused, fast."""
+    import time
+    import zipfile
+    nested = [0] * 8
+    for _ in range(7):
+        nested = [nested] * 8                       # ~1 KB on disk, 8**7 objects once walked
+    shared = tmp_path / "shared.pt"
+    torch.save({"value": nested, "after": []}, shared)
+    plain = tmp_path / "plain.pt"
+    torch.save({"value": torch.zeros(1 << 20, dtype=torch.uint8), "after": []}, plain)
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+    expanded = tmp_path / "expanded.pt"
+    torch.save({"value": torch.zeros(1).expand(25000, 20000), "after": []}, expanded)
+    overlapping = tmp_path / "overlapping.pt"
+    torch.save({"value": torch.zeros(10).as_strided((5, 5), (1, 1)), "after": []}, overlapping)
+    start = time.monotonic()
+    for path in (shared, deflated, expanded, overlapping):
+        with pytest.raises(verdicts.NotPlainData):
+            verdicts.load_plain(str(path))
+    assert time.monotonic() - start < 10
+    # plain replies still pass, with tensors that share nothing (a view comes back as its own tensor)
+    base = torch.arange(6.0)
+    view = tmp_path / "view.pt"
+    torch.save({"value": base.view(2, 3).t(), "after": [base]}, view)
+    got = verdicts.load_plain(str(view))
+    assert torch.equal(got["value"], base.view(2, 3).t()) and torch.equal(got["after"][0], base)
+    got["after"][0].add_(1)
+    assert torch.equal(got["value"], base.view(2, 3).t())
+    assert verdicts.load_plain(str(plain))["value"].numel() == 1 << 20

@@ -438,3 +438,36 @@ def test_every_course_function_that_computes_an_answer_is_forbidden(monkeypatch)
                 if result.status == "correct" and id(fn) not in watched:
                     unwatched.setdefault(q.id, []).append(dotted)
     assert unwatched == {}, unwatched
+
+
+DEFLATED_REPLY = '''
+import zipfile, io
+import tutor.grading.child as c
+def call(qid, inp, out, seconds, probe=None):
+    buffer = io.BytesIO()
+    torch.save({"value": torch.ones(256 << 20, dtype=torch.uint8), "after": [], "error": None}, buffer)
+    with zipfile.ZipFile(buffer) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+c.call = call
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_replies_that_expand_in_the_grader_are_refused(tmp_path):
+    """Findings 6-8: shared nesting (a value), an expanded tensor (an answer) and a deflated reply of
+    256 MiB (the kernel's side replaced) cost the grader little and give nothing."""
+    sub = tmp_path / "a"
+    _notebook(sub, "00_expand.ipynb",
+              "def mask(T, window):\n    x = torch.zeros(1, dtype=torch.bool)\n    return x.set_(torch.ones(1, dtype=torch.bool).expand(25000, 20000))",
+              "nested = [0] * 8\nfor _ in range(7):\n    nested = [nested] * 8",
+              "q1.check(mask)\nq3.check(nested)")
+    deflate = _notebook(tmp_path / "b", "00_deflate.ipynb", DEFLATED_REPLY, answers(WRONG_MASK, "lambda T, window: 0"))
+    start = time.monotonic()
+    done, rows = _grade(tmp_path, [sub, deflate.parent], "--jobs", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {n: (r["status"], r["points"]) for n, r in rows.items()} == {
+        "00_expand.ipynb": ("graded", 0), "00_deflate.ipynb": ("graded", 0)}, rows
+    assert "could not be sent back" in json.dumps(rows["00_deflate.ipynb"])
+    assert time.monotonic() - start < 120

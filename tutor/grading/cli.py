@@ -16,7 +16,10 @@ Threat model. The learner controls everything that runs in the kernel: the noteb
 starts, and its view of the ``tutor`` package (it can patch, clone or re-execute anything there).
 The grader trusts only its own process: it never reads what the kernel prints or stores, never
 lets the kernel see an expected value, the grader's state or environment, and accepts back only
-plain data (``torch.load(weights_only=True)``, size-capped, no links). The kernel runs in a private
+plain data (``torch.load(weights_only=True)``, no links, at most 64 MiB on disk with no compressed
+entry, at most 256 MiB, a million objects and 8 levels once decoded, each occurrence of a shared
+object counted again; expanded or overlapping tensors refused, every tensor copied to a storage
+of its own). The kernel runs in a private
 temporary folder with a clean environment. When the grader is root each running kernel has a user
 id of its own (no account's; its folder and connection file are closed to every other kernel, and
 its process limit is its own), never silently root: where those users cannot run this Python and
