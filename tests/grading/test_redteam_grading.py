@@ -471,3 +471,35 @@ def test_replies_that_expand_in_the_grader_are_refused(tmp_path):
         "00_expand.ipynb": ("graded", 0), "00_deflate.ipynb": ("graded", 0)}, rows
     assert "could not be sent back" in json.dumps(rows["00_deflate.ipynb"])
     assert time.monotonic() - start < 120
+
+
+ESCAPE = '''
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execve("/bin/sleep", ["sleep", "{mark}"], {{}})
+    os._exit(0)
+time.sleep(0.5)
+os.kill(os.getppid(), signal.SIGKILL)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+@pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "fallback"])
+def test_a_process_that_kills_its_jail_and_reexecs_does_not_survive(tmp_path, namespaces):
+    """Finding 9: a kernel kills its jail, forks, setsid()s and re-execs with a clean environment: it is
+    still caught (its cgroup), with and without namespaces."""
+    mark = "4243.5" if namespaces else "4244.5"
+    nb = _notebook(tmp_path / "a", "00_escape.ipynb", ESCAPE.format(mark=mark), "time.sleep(3)",
+                   answers(WRONG_MASK, "lambda T, window: 0"))
+    options, env = (), {}
+    if not namespaces:
+        env = {"TUTOR_GRADE_NO_NAMESPACES": "1"}
+        if os.geteuid() == 0 and runner.closed_paths():
+            options = ("--allow-root-kernels",)      # the fallback cannot expose a Python under /root
+    done, rows = _grade(tmp_path, [nb], *options, **env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert rows["00_escape.ipynb"]["points"] == 0
+    time.sleep(3)
+    assert _processes_mentioning(mark) == []

@@ -28,7 +28,11 @@ tutor package and torch must not be writable by them. Where kernels share one us
 grader, or ``--allow-root-kernels``) they could reach each other, so notebooks are graded one at
 a time whatever ``--jobs`` says, and the grader says so. Kernels run in a new mount and PID
 namespace when ``unshare`` allows it (else a subreaper in its own session plus a sweep by an
-environment token), under address-space, process-count and file-size limits, a per-cell and a
+environment token); every process of a kernel is in a ``pids`` cgroup of its own where one can be
+made (root), and all of them are killed at the end however they detached; without namespaces and
+without a cgroup (an ordinary user on most machines), a process that kills its jail, detaches and
+re-executes itself with a clean environment can outlive the grader. Kernels run under
+address-space, process-count and file-size limits, a per-cell and a
 per-notebook deadline; all its processes are killed and its folder removed at the end. Everything
 judging needs is imported before the first kernel starts; while judging, an import of a module not
 loaded yet is refused (the checker fails closed), so no code a kernel could have written runs here.

@@ -10,8 +10,9 @@ inside a folder closed to others is shown read-only through a mount namespace; w
 grader refuses rather than run kernels as root, unless ``--allow-root-kernels``: :func:`kernel_user`),
 under an address-space, process-count (a ``pids`` cgroup where one
 can be made, else RLIMIT_NPROC, which binds only a non-root user) and file-size limit. Each cell has a wall-clock limit and the whole
-notebook a deadline; on leaving, the kernel's whole process tree is killed, stragglers are found by
-a token in their environment, and the folder is removed. The kernel's output is dropped (only
+notebook a deadline; on leaving, the kernel's whole process tree is killed, then every process of
+its ``pids`` cgroup (which holds every descendant, however it detached or re-executed itself),
+stragglers are found by a token in their environment, and the folder is removed. The kernel's output is dropped (only
 errors are counted): the grader never reads what the notebook prints.
 """
 from __future__ import annotations
@@ -369,6 +370,27 @@ class NotebookKernel:
                 except OSError:
                     pass
         sweep(self.token)
+        self._kill_cgroup()
+
+    def _kill_cgroup(self) -> None:
+        """SIGKILL every process of the kernel's cgroup until none is left: it holds every descendant,
+        however it detached (``setsid``, a dead jail, a re-exec with a clean environment)."""
+        cgroup = getattr(self, "cgroup", None)
+        if cgroup is None:
+            return
+        for _ in range(200):
+            try:
+                pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                return
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.02)
 
     def _expire(self) -> None:
         self.expired = True
@@ -389,6 +411,7 @@ class NotebookKernel:
         for _ in range(3):
             sweep(self.token)
             time.sleep(0.05)
+        self._kill_cgroup()
         shutil.rmtree(self.folder, ignore_errors=True)
         KernelUser.release(getattr(self, "uid", None))
         cgroup = getattr(self, "cgroup", None)
