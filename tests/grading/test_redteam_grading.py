@@ -503,3 +503,39 @@ def test_a_process_that_kills_its_jail_and_reexecs_does_not_survive(tmp_path, na
     assert rows["00_escape.ipynb"]["points"] == 0
     time.sleep(3)
     assert _processes_mentioning(mark) == []
+
+
+@pytest.mark.parametrize("option, value", [("--timeout", "-1"), ("--timeout", "0"), ("--timeout", "nan"),
+                                           ("--timeout", "inf"), ("--deadline", "nan"), ("--deadline", "0"),
+                                           ("--nproc", "0"), ("--memory-mb", "1"), ("--jobs", "0"),
+                                           ("--jobs", "two")])
+def test_limits_that_would_vanish_or_break_every_kernel_are_refused(tmp_path, capsys, option, value):
+    """Finding 15: a limit that disappears (-1, 0, nan) or makes every notebook fail is a usage error."""
+    from tutor import grading
+    with pytest.raises(SystemExit) as stop:
+        grading.main([str(tmp_path), option, value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and option in err and repr(value) in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_names_that_forge_rows_or_break_printing(tmp_path):
+    """Findings 10 and 14: names with newlines, fake rows, terminal escapes and undecodable bytes are
+    escaped in the table; under a strict ASCII stdout the JSON is written and printing does not fail."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    slash = "\u2215".encode()                       # a file name holds no "/": a look-alike
+    fake = b"00_\xff\n\x1b[2J00.q1  correct  1" + slash + b"1\nTOTAL  100.0 %  3" + slash + b"3\x1b]0;owned\x07.ipynb"
+    nb = new_notebook(cells=[new_code_cell("x = 1")])
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    with open(os.path.join(os.fsencode(sub), fake), "w") as f:
+        nbformat.write(nb, f)
+    done, rows = _grade(tmp_path, [sub], PYTHONIOENCODING="ascii:strict")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(rows) == 1 and next(iter(rows.values()))["points"] == 0
+    table = done.stdout.decode("ascii")
+    assert "\x1b" not in table and "\x07" not in table and "\\x1b" in table
+    assert [line for line in table.splitlines() if line.startswith("TOTAL")] == [table.splitlines()[-1]]
+    assert not any("correct" in line and "not attempted" not in line for line in table.splitlines())
+    assert b"Traceback" not in done.stderr

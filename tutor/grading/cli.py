@@ -9,8 +9,10 @@ only the calls of the learner's function cross into the kernel and come back as 
 only in the notebook of its own number (``03_*.ipynb`` for ``03.q*``); an unnumbered notebook and a
 second notebook with the same number in one folder get a row saying so and are not counted. A
 notebook that hangs, dies, breaks the grader or is not a notebook gets a row that says why; the
-table and the ``--json`` file are always written. A notebook that is a symbolic link, or a file with
-several names (a hard link), is refused with a row saying so.
+``--json`` file is always written, before the table is printed; the table escapes every name and
+note (:func:`printable`) and printing it never fails (:func:`say`). Limits that would vanish or
+break every kernel (``--timeout nan``, ``--nproc 0``) are usage errors. A notebook that is a
+symbolic link, or a file with several names (a hard link), is refused with a row saying so.
 
 Threat model. The learner controls everything that runs in the kernel: the notebook, any process it
 starts, and its view of the ``tutor`` package (it can patch, clone or re-execute anything there).
@@ -61,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import stat
@@ -250,7 +253,7 @@ def grade_all(paths: Sequence[str], limits: Limits, jobs: int = 1, log=None) -> 
         if skip:
             return NotebookGrade(_shown(path), "duplicate", f"not counted ({skip})")
         if log:
-            print(f"grading {path} ...", file=log, flush=True)
+            say(f"grading {printable(str(path))} ...", log)
         return grade_notebook(path, limits=limits)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(grade, plan))             # each notebook has its own kernel
@@ -270,18 +273,49 @@ def one_at_a_time(limits: Limits) -> Optional[str]:
             f"reach each other")
 
 
+def printable(text: str, most: int = 300) -> str:
+    """``text`` as one line of visible characters: control characters (newlines, terminal escapes),
+    invisible format characters and undecodable bytes shown as ``\\x..`` / ``\\u....`` escapes;
+    at most ``most`` characters."""
+    out = []
+    for ch in str(text)[:most]:
+        if ch.isprintable() and ch != "\\":
+            out.append(ch)
+        elif ch == "\\":
+            out.append("\\\\")
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out) + ("..." if len(str(text)) > most else "")
+
+
+def say(text: str, stream) -> None:
+    """Print ``text`` on ``stream`` whatever its encoding; a closed or broken stream is ignored."""
+    try:
+        try:
+            stream.write(text + "\n")
+        except UnicodeEncodeError:
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            stream.write((text + "\n").encode(encoding, "backslashreplace").decode(encoding, "replace"))
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def format_table(grades: Sequence[NotebookGrade]) -> str:
-    """A plain-text table: notebook x question, points, and the total."""
-    width = max([len("notebook")] + [len(g.path) for g in grades])
+    """A plain-text table: notebook x question, points, and the total. Every name and note is
+    :func:`printable`: a file name cannot add rows, move the cursor or colour the terminal."""
+    width = max([len("notebook")] + [len(printable(g.path)) for g in grades])
     line = f"{{:<{width}}}  {{:<9}}  {{:<15}}  {{:>7}}"
     rows = [line.format("notebook", "question", "result", "points"), "-" * (width + 38)]
     for g in grades:
-        name = g.path
+        name = printable(g.path)
         if g.status != "graded" or g.note:
-            rows.append(line.format(name, "-", g.status, "") + (f"  {g.note}" if g.note else ""))
+            rows.append(line.format(name, "-", printable(g.status), "") + (f"  {printable(g.note)}" if g.note else ""))
             name = ""
         for q in g.questions:
-            rows.append(line.format(name, q.id, STATUS_WORDS[q.status], f"{q.points}/{q.max_points}"))
+            rows.append(line.format(name, printable(q.id), STATUS_WORDS.get(q.status, printable(q.status)),
+                                    f"{q.points}/{q.max_points}"))
             name = ""
         rows.append(line.format("", "", "subtotal", f"{g.points}/{g.max_points}"))
     total, most = sum(g.points for g in grades), sum(g.max_points for g in grades)
@@ -306,6 +340,21 @@ def write_json(grades: Sequence[NotebookGrade], target: str) -> Optional[str]:
     return None
 
 
+def _bounded(kind, low, high):
+    """An argparse type: a finite ``kind`` (int or float) from ``low`` to ``high``, else a clear error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {kind(low)} to {kind(high)}, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line of ``python -m tutor grade``; 0 when it graded, 2 when nothing to grade, 1 when the
     JSON file could not be written, 3 when it refuses to run kernels as root (``--allow-root-kernels``)."""
@@ -313,12 +362,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help="notebooks or folders of notebooks")
     ap.add_argument("--json", metavar="FILE", help="also write the grades as JSON to FILE")
-    ap.add_argument("--timeout", type=float, default=60, help="seconds each cell may run (default 60)")
-    ap.add_argument("--deadline", type=float, default=600, help="seconds each notebook may run (default 600)")
-    ap.add_argument("--memory-mb", type=int, default=4096, help="address space of a kernel (default 4096 MiB)")
-    ap.add_argument("--nproc", type=int, default=256, help="processes of the kernel's user (default 256)")
+    ap.add_argument("--timeout", type=_bounded(float, 0.5, 86400), default=60,
+                    help="seconds each cell may run, 0.5 to 86400 (default 60)")
+    ap.add_argument("--deadline", type=_bounded(float, 1, 7 * 86400), default=600,
+                    help="seconds each notebook may run, 1 to 604800 (default 600)")
+    ap.add_argument("--memory-mb", type=_bounded(int, 1024, 1 << 22), default=4096,
+                    help="address space of a kernel, at least 1024 MiB (a kernel with torch needs it; default 4096)")
+    ap.add_argument("--nproc", type=_bounded(int, 32, 1 << 16), default=256,
+                    help="processes and threads of one kernel, at least 32 (default 256)")
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel to run the notebooks in")
-    ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once (default 1)")
+    ap.add_argument("--jobs", type=_bounded(int, 1, 32), default=1, help="notebooks run at once, 1 to 32 (default 1)")
     ap.add_argument("--allow-root-kernels", action="store_true",
                     help="when run as root and the user nobody cannot run this Python (and no mount namespace "
                          "can expose it), run the kernels as root instead of refusing: unsafe, a notebook can "
@@ -338,12 +391,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if serial and opts.jobs > 1:
         print(serial, file=sys.stderr)
     grades = grade_all(opts.paths, limits, opts.jobs, log=sys.stderr)
-    print(format_table(grades))
-    if opts.json:
-        problem = write_json(grades, opts.json)
-        if problem:
-            print(f"could not write {opts.json}: {problem}", file=sys.stderr)
-            return 1
+    problem = write_json(grades, opts.json) if opts.json else None       # first: printing may fail
+    say(format_table(grades), sys.stdout)
+    if problem:
+        say(f"could not write {printable(opts.json)}: {printable(problem)}", sys.stderr)
+        return 1
     return 0
 
 
