@@ -539,3 +539,59 @@ def test_names_that_forge_rows_or_break_printing(tmp_path):
     assert [line for line in table.splitlines() if line.startswith("TOTAL")] == [table.splitlines()[-1]]
     assert not any("correct" in line and "not attempted" not in line for line in table.splitlines())
     assert b"Traceback" not in done.stderr
+
+
+LOOK_AROUND = '''
+token = {token!r}
+for folder in ("/tmp", "/var/tmp", "/dev/shm", "."):
+    try:
+        open(os.path.join(folder, "left_" + token), "w").write("x")
+    except OSError:
+        pass
+others = os.path.exists({victim!r}) or os.path.exists(os.path.dirname({victim!r}))
+cmdlines = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmdlines.append(open(f"/proc/{{pid}}/cmdline", "rb").read())
+    except OSError:
+        pass
+grader = any(b"secret_victim" in c or b"tutor grade" in c.replace(b"\\0", b" ") for c in cmdlines)
+disk = os.statvfs(".")
+quota = disk.f_blocks * disk.f_frsize <= 2 << 30
+def mask(T, window):
+    raise RuntimeError(f"seen: others={{others}} grader={{grader}} quota={{quota}}")
+q1.check(mask)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_a_kernel_sees_no_other_submission_no_grader_and_leaves_nothing(tmp_path):
+    """Finding 13: in the namespace mode a kernel has its own /tmp, /var/tmp and /dev/shm (nothing left
+    there survives it), a folder with a quota, and sees neither the other submissions nor the grader."""
+    if "namespace" not in runner.isolation():
+        pytest.skip("needs unshare (the fallback cannot hide anything from a kernel)")
+    token = os.urandom(4).hex()
+    victim = _notebook(tmp_path / "b", "00_secret_victim.ipynb", "x = 1")
+    spy = _notebook(tmp_path / "a", "00_spy.ipynb", LOOK_AROUND.format(token=token, victim=str(victim)))
+    done, rows = _grade(tmp_path, [spy.parent, victim.parent])
+    assert done.returncode == 0, done.stderr[-2000:]
+    message = rows["00_spy.ipynb"]["questions"][0]["message"]
+    assert "seen: others=False grader=False" in message, message
+    if os.geteuid() == 0:
+        assert "quota=True" in message, message
+    left = [Path(folder) / f"left_{token}" for folder in ("/tmp", "/var/tmp", "/dev/shm")]
+    assert [p for p in left if p.exists()] == []
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_a_deep_tree_of_folders_is_removed_and_the_cgroup_too(tmp_path):
+    """Finding 11: 3000 nested folders in the kernel's folder: cleanup removes them all (and its cgroup)."""
+    nb = _notebook(tmp_path / "a", "00_deep.ipynb",
+                   "for _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')", answers(WRONG_MASK, "lambda T, window: 0"))
+    cgroups = set(Path("/sys/fs/cgroup/pids").glob("tutor-grade-*"))
+    done, rows = _grade(tmp_path, [nb])
+    assert done.returncode == 0 and rows["00_deep.ipynb"]["status"] == "graded", done.stderr[-2000:]
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert set(Path("/sys/fs/cgroup/pids").glob("tutor-grade-*")) <= cgroups

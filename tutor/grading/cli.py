@@ -33,9 +33,14 @@ namespace when ``unshare`` allows it (else a subreaper in its own session plus a
 environment token); every process of a kernel is in a ``pids`` cgroup of its own where one can be
 made (root), and all of them are killed at the end however they detached; without namespaces and
 without a cgroup (an ordinary user on most machines), a process that kills its jail, detaches and
-re-executes itself with a clean environment can outlive the grader. Kernels run under
-address-space, process-count and file-size limits, a per-cell and a
-per-notebook deadline; all its processes are killed and its folder removed at the end. Everything
+re-executes itself with a clean environment can outlive the grader. In the namespace mode a kernel
+has empty ``/tmp``, ``/var/tmp`` and ``/dev/shm`` of its own (1 GiB each, gone with it), a /proc
+that shows only its own processes (not the grader's command line), and the submitted folders
+covered (it sees no other learner's notebook); as root its folder is a 1 GiB tmpfs. Without
+namespaces a kernel can read what other users may read and fill shared temporary folders.
+Cleanup removes a folder tree of any depth and each step runs whatever the one before did. Kernels
+run under address-space, process-count and file-size limits, a per-cell and a per-notebook
+deadline; all its processes are killed and its folder removed at the end. Everything
 judging needs is imported before the first kernel starts; while judging, an import of a module not
 loaded yet is refused (the checker fails closed), so no code a kernel could have written runs here.
 
@@ -69,7 +74,7 @@ import re
 import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -147,6 +152,7 @@ class Limits:
     nproc: int = 256
     kernel: str = "python3"
     allow_root: bool = False     # run kernels as root where nobody cannot run this Python (unsafe)
+    hide: Tuple[str, ...] = ()   # folders kernels may not see (the submissions; in a mount namespace)
 
 
 def grade_notebook(path: Path, timeout: float = 60, kernel: str = "python3",
@@ -206,7 +212,7 @@ def _grade(path: Path, own: list, blank: list, limits: Limits) -> NotebookGrade:
     except Exception as exc:  # not JSON, not a notebook, unreadable
         return NotebookGrade(shown, "malformed", f"not a readable notebook ({type(exc).__name__})", blank)
     with NotebookKernel(nb, limits.cell, limits.notebook, limits.memory_mb, limits.nproc, limits.kernel,
-                        limits.allow_root) as k:
+                        limits.allow_root, limits.hide) as k:
         # before any learner code: the stubs are in place from the first cell on
         ready, why = k.run("__import__('tutor.grading.child', fromlist=['install']).install()",
                            max(limits.cell, 120))
@@ -233,6 +239,8 @@ def grade_all(paths: Sequence[str], limits: Limits, jobs: int = 1, log=None) -> 
     prepare(list(questions()))
     if one_at_a_time(limits):
         jobs = 1
+    from .runner import hideable
+    limits = replace(limits, hide=tuple(hideable({folder for _, folder in _find_with_folders(paths)})))
     plan: List[Tuple[Path, Optional[str]]] = []       # (notebook, why it is not graded)
     first: Dict[Tuple[str, str], Path] = {}
     for path, folder in _find_with_folders(paths):

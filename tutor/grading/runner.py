@@ -43,6 +43,8 @@ TOKEN_ENV = "TUTOR_SANDBOX_TOKEN"
 NO_NAMESPACES_ENV = "TUTOR_GRADE_NO_NAMESPACES"
 #: user ids the kernels run as when the grader is root, one per running kernel (ids of no account)
 KERNEL_UIDS = range(65500, 65400, -1)
+#: MiB of each kernel's own /tmp, /var/tmp, /dev/shm (in a mount namespace) and of its folder (root)
+DISK_MB = 1024
 _UNSHARE: dict = {}
 _LEASE = threading.Lock()
 _LEASED: set = set()
@@ -281,15 +283,35 @@ def sweep(token: str) -> int:
     return killed
 
 
+def hideable(folders) -> List[str]:
+    """The submission ``folders`` a kernel need not see: none holding the package, the runtime or the
+    temporary folder."""
+    needed = [*_runtime_paths(), Path(tempfile.gettempdir()).resolve()]
+    hidden = []
+    for folder in {str(Path(f).resolve()) for f in folders}:
+        inside = [p for p in needed if p == Path(folder) or Path(folder) in p.parents]
+        if folder != "/" and not inside:
+            hidden.append(folder)
+    return sorted(hidden)
+
+
+def _run_quietly(*cmd: str) -> bool:
+    try:
+        return subprocess.run(list(cmd), capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 class NotebookKernel:
     """Context manager: one notebook's sandboxed kernel (see the module docstring)."""
 
     def __init__(self, nb, cell_timeout: float = 60, deadline: float = 600, memory_mb: int = 4096,
-                 nproc: int = 256, kernel_name: str = "python3", allow_root: bool = False):
+                 nproc: int = 256, kernel_name: str = "python3", allow_root: bool = False, hide=()):
         self.nb = nb
         self.cell_timeout, self.deadline = cell_timeout, deadline
         self.memory_mb, self.nproc, self.kernel_name = memory_mb, nproc, kernel_name
-        self.allow_root = allow_root
+        self.allow_root, self.hide = allow_root, tuple(hide)
+        self.quota = False              # the kernel's folder is a size-limited tmpfs of its own
         self.expired = False            # the notebook deadline passed and the kernel was killed
         self.dead = False               # the kernel is gone (died, killed, or stuck and stopped)
         self.running_cell = 0
@@ -317,6 +339,8 @@ class NotebookKernel:
             for folder in (self.folder, self.folder / "in"):
                 os.chown(folder, 0, self.uid)
                 os.chmod(folder, 0o750)
+            self.quota = _run_quietly("mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m,mode=0700,uid={self.uid},"
+                                      f"gid={self.uid},nosuid,nodev", "tmpfs", str(self.out_dir))
             os.chown(self.out_dir, *owner)
             os.chmod(self.out_dir, 0o700)
             for sub in (".mpl", ".ipython"):
@@ -334,7 +358,9 @@ class NotebookKernel:
                                         "--nproc", str(self.nproc), "--fsize-mb", "512",
                                         *(["--cgroup", str(self.cgroup)] if self.cgroup else []),
                                         *[a for path in user.expose for a in ("--expose", path)],
-                                        *(["--expose-rw", str(self.folder)] if owner and closed_tmp else []),
+                                        *(["--expose-rw", str(self.folder), "--temporary-mb", str(DISK_MB),
+                                           *[a for f in self.hide for a in ("--hide", f)]]
+                                          if _unshare_prefix() else []),
                                         *(["--uid", str(self.uid), "--gid", str(self.uid)] if owner else []), "--"]
         self.km = km
         self.client = _QuietClient(self.nb, km=km, timeout=self.cell_timeout, allow_errors=True,
@@ -398,22 +424,42 @@ class NotebookKernel:
         self._kill_tree()
 
     def __exit__(self, *exc) -> None:
+        for step in (self._stop_timer, self._kill_tree, self._close_setup, self._sweep, self._kill_cgroup,
+                     self._remove_folder, self._remove_cgroup):
+            try:                                       # each step runs whatever the one before did
+                step()
+            except Exception:
+                pass
+        KernelUser.release(getattr(self, "uid", None))
+
+    def _stop_timer(self) -> None:
         timer = getattr(self, "_timer", None)
         if timer is not None:
             timer.cancel()
-        self._kill_tree()
+
+    def _close_setup(self) -> None:
         setup = getattr(self, "_setup", None)
         if setup is not None:
-            try:
-                setup.__exit__(None, None, None)
-            except Exception:
-                pass
+            setup.__exit__(None, None, None)
+
+    def _sweep(self) -> None:
         for _ in range(3):
             sweep(self.token)
             time.sleep(0.05)
-        self._kill_cgroup()
-        shutil.rmtree(self.folder, ignore_errors=True)
-        KernelUser.release(getattr(self, "uid", None))
+
+    def _remove_folder(self) -> None:
+        """Remove the kernel's folder, however deep (``rm -rf`` walks what ``shutil.rmtree`` cannot)."""
+        if self.quota:
+            _run_quietly("umount", "-l", str(self.out_dir))
+        try:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        except RecursionError:
+            pass
+        if os.path.lexists(self.folder):
+            _run_quietly("chmod", "-R", "u+rwX", str(self.folder))
+            _run_quietly("rm", "-rf", "--one-file-system", str(self.folder))
+
+    def _remove_cgroup(self) -> None:
         cgroup = getattr(self, "cgroup", None)
         if cgroup is not None:
             for _ in range(20):
