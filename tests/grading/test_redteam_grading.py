@@ -595,3 +595,19 @@ def test_a_deep_tree_of_folders_is_removed_and_the_cgroup_too(tmp_path):
     assert done.returncode == 0 and rows["00_deep.ipynb"]["status"] == "graded", done.stderr[-2000:]
     assert list((tmp_path / "tmp").iterdir()) == []
     assert set(Path("/sys/fs/cgroup/pids").glob("tutor-grade-*")) <= cgroups
+
+
+@pytest.mark.parametrize("qid", ["07.q2", "07.q3", "07.q4"])
+@pytest.mark.parametrize("form", ["float64", "meta", "sparse"])
+def test_gradients_of_another_dtype_device_or_layout_are_judged_not_crashed(qid, form):
+    """Finding 16: the missing-scale hint compared before dtype and device were checked; now such an
+    answer is judged incorrect with the reason, never "the checker could not judge this answer"."""
+    from tutor import exercises
+    q = exercises.question(qid)
+    change = {"float64": lambda t: t.double(), "meta": lambda t: t.to("meta"),
+              "sparse": lambda t: t.to_sparse()}[form]
+
+    def answer(*args):
+        return tuple(change(t) for t in q.reference(*args))
+    result = q.judge(answer)
+    assert result.status == "incorrect" and "could not judge" not in result.message, result.message
