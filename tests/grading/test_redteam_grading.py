@@ -611,3 +611,14 @@ def test_gradients_of_another_dtype_device_or_layout_are_judged_not_crashed(qid,
         return tuple(change(t) for t in q.reference(*args))
     result = q.judge(answer)
     assert result.status == "incorrect" and "could not judge" not in result.message, result.message
+
+
+@pytest.mark.parametrize("answer", [(10 ** 30, 10 ** 30, False), (-10 ** 30, 10 ** 30, True),
+                                    (10 ** 5000, 0, False), "x" * (60 << 20), ("y" * (60 << 20), 1, False)])
+def test_huge_numbers_and_strings_are_judged_briefly(answer):
+    """Finding 17: 09.q1 with huge ints is judged (no OverflowError), and a 60 MB string is not copied
+    whole into the message."""
+    from tutor import exercises
+    result = exercises.question("09.q1").judge(lambda library, value: answer)
+    assert "could not judge" not in result.message and len(result.message) < 2000, result.message[:300]
+    assert result.status == "incorrect"

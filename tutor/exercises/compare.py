@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import reprlib
 from typing import List, Optional
 
 import torch
@@ -22,6 +23,19 @@ def type_name(x) -> str:
     """The type of ``x`` as feedback names it: ``int`` for a builtin, ``numpy.int64`` for others."""
     t = type(x)
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
+
+
+def shown(x, most: int = 80) -> str:
+    """``repr(x)`` for feedback, at most about ``most`` characters (a 60 MB string or an int of a
+    million digits is cut, never copied whole or refused by Python's int-to-str limit)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = short.maxlong = most
+    short.maxlist = short.maxtuple = short.maxdict = 8
+    try:
+        text = short.repr(x)
+    except Exception:                   # a learner's __repr__ that raises, a too-long int
+        text = f"<{type_name(x)}>"
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 def _shape(t: Tensor) -> str:
