@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
 from tutor.grading import runner
@@ -622,3 +623,62 @@ def test_huge_numbers_and_strings_are_judged_briefly(answer):
     result = exercises.question("09.q1").judge(lambda library, value: answer)
     assert "could not judge" not in result.message and len(result.message) < 2000, result.message[:300]
     assert result.status == "incorrect"
+
+
+def test_progress_follows_a_linked_file_and_a_held_lock_costs_little(tmp_path, monkeypatch):
+    """Finding 19: progress.json as a symbolic link is updated where it points (the link stays); a lock
+    another process holds costs the first check about a second and later ones nothing."""
+    import fcntl
+    import warnings
+    from tutor.exercises import feedback, progress
+    target = tmp_path / "kept" / "real.json"
+    target.parent.mkdir()
+    link = tmp_path / "progress.json"
+    os.symlink(target, link)
+    monkeypatch.setenv("TUTOR_PROGRESS_FILE", str(link))
+    progress.record(feedback.Result("00.q1", "correct", "ok"))
+    assert link.is_symlink() and progress.load(target)["questions"]["00.q1"]["solved"]
+
+    other = tmp_path / "other.json"
+    monkeypatch.setenv("TUTOR_PROGRESS_FILE", str(other))
+    holder = os.open(f"{other}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        start = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(5):
+                progress.record(feedback.Result("00.q2", "correct", "ok"))
+        assert time.monotonic() - start < 3
+    finally:
+        os.close(holder)
+
+
+@pytest.mark.parametrize("qid", ["07.q1", "07.q2", "07.q3", "07.q4", "08.q2", "09.q2"])
+def test_a_tensor_subclass_that_lies_about_comparisons_is_not_accepted(qid):
+    """Finding 18: in a learner's own kernel (check(), no grader), a subclass whose __torch_function__
+    says every comparison holds is judged incorrect."""
+    from tutor import exercises
+
+    class Liar(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in ("isclose", "allclose", "equal", "eq", "__eq__"):
+                if name in ("allclose", "equal"):
+                    return True
+                return torch.ones(args[0].shape, dtype=torch.bool)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    from concurrent.futures import ThreadPoolExecutor
+    q = exercises.question(qid)
+
+    def lie(x):
+        return torch.zeros_like(x).as_subclass(Liar) if isinstance(x, torch.Tensor) else x
+
+    def answer(*args):                                  # the reference runs in another thread only for the shapes
+        with ThreadPoolExecutor(1) as pool:
+            got = pool.submit(q.reference, *args).result()
+        return tuple(lie(g) for g in got) if isinstance(got, tuple) else lie(got)
+    result = q.judge(answer)
+    assert result.status == "incorrect" and "subclass" in result.message, result.message

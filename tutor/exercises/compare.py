@@ -46,6 +46,8 @@ def tensor_problem(got, expected: Tensor, what: str = "your result") -> Optional
     """Type, shape, dtype, device and NaN checks shared by every tensor comparison."""
     if not isinstance(got, Tensor):
         return f"{what} is a {type_name(got)}, but it should be a torch.Tensor of shape {_shape(expected)}."
+    if type(got) not in (Tensor, torch.nn.Parameter):      # a subclass may answer comparisons as it likes
+        return f"{what} is a {type_name(got)}, a subclass of torch.Tensor: return a plain torch.Tensor."
     if got.shape != expected.shape:
         return f"{what} has shape {_shape(got)}, but it should have shape {_shape(expected)}."
     if got.dtype != expected.dtype:
