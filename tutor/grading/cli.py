@@ -55,7 +55,9 @@ digging out the stubs' originals.
 What this cannot stop: a learner who writes the answer from the course's own source (the package
 and the solutions are readable on disk) or digs the switched-off originals out of the stubs' module
 with introspection (that is copying, a matter of academic honesty, not a forged verdict); a kernel
-that burns its CPU share until its deadline; without a PID namespace and as the grader's own user,
+that burns its CPU share until its deadline; a kernel that sends very large output messages
+(``display()`` of hundreds of MB): the grader receives each whole before dropping it, so its
+memory grows with the largest message; without a PID namespace and as the grader's own user,
 a kernel can signal the grader's processes and edit files the grader's user may write (run the
 grader as root, which gives each kernel its own user id, or on a read-only checkout); kernels of
 different users still share the loopback network (without a connection file's key they cannot

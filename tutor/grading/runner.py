@@ -2,18 +2,19 @@
 deadlines, and nothing left running afterwards.
 
 :class:`NotebookKernel` copies the notebook into a fresh private temporary folder and starts a
-kernel there (nbclient / jupyter_client) through :mod:`tutor.grading.jail`: a new PID namespace
-when ``unshare`` allows it (the kernel then sees no process of the grader or of another notebook,
-and the namespace dies with it), else a child subreaper in its own session. The kernel runs with a
-clean environment (no variable of the grader's), as a user id of its own when the grader is root (a Python
-inside a folder closed to others is shown read-only through a mount namespace; without one the
-grader refuses rather than run kernels as root, unless ``--allow-root-kernels``: :func:`kernel_user`),
-under an address-space, process-count (a ``pids`` cgroup where one
-can be made, else RLIMIT_NPROC, which binds only a non-root user) and file-size limit. Each cell has a wall-clock limit and the whole
+kernel there (nbclient / jupyter_client) through :mod:`tutor.grading.jail`: a new mount and PID
+namespace when ``unshare`` allows it (the kernel then sees no process of the grader or of another
+notebook, has temporary folders of its own, and the namespace dies with it), else a child
+subreaper in its own session. The kernel runs with a clean environment (no variable of the
+grader's), as a user id of its own when the grader is root (a Python inside a folder closed to
+others is shown read-only through a mount namespace; without one the grader refuses rather than
+run kernels as root, unless ``--allow-root-kernels``: :func:`kernel_user`), under an
+address-space, process-count (a ``pids`` cgroup where one can be made, else RLIMIT_NPROC, which
+binds only a non-root user) and file-size limit. Each cell has a wall-clock limit and the whole
 notebook a deadline; on leaving, the kernel's whole process tree is killed, then every process of
 its ``pids`` cgroup (which holds every descendant, however it detached or re-executed itself),
-stragglers are found by a token in their environment, and the folder is removed. The kernel's output is dropped (only
-errors are counted): the grader never reads what the notebook prints.
+stragglers are found by a token in their environment, and the folder is removed. The kernel's
+output is dropped (only errors are counted): the grader never reads what the notebook prints.
 """
 from __future__ import annotations
 
