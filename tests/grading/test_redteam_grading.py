@@ -682,3 +682,35 @@ def test_a_tensor_subclass_that_lies_about_comparisons_is_not_accepted(qid):
         return tuple(lie(g) for g in got) if isinstance(got, tuple) else lie(got)
     result = q.judge(answer)
     assert result.status == "incorrect" and "subclass" in result.message, result.message
+
+
+def _grader_peak_mib(nb: Path, tmp_path: Path) -> tuple:
+    """``(peak resident MiB of the grader process, its JSON row)`` for grading ``nb`` alone."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TUTOR_PROGRESS_FILE=str(tmp_path / "p.json"))
+    grader = subprocess.Popen([sys.executable, "-m", "tutor", "grade", str(nb), "--json", str(tmp_path / "g.json")],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while grader.poll() is None:
+        try:
+            status = Path(f"/proc/{grader.pid}/status").read_text()
+            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) >> 10)
+        except (OSError, IndexError, ValueError):
+            pass
+        time.sleep(0.1)
+    assert grader.returncode == 0
+    return peak, json.loads((tmp_path / "g.json").read_text())["notebooks"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.redteam
+def test_huge_display_messages_cost_the_grader_nothing(tmp_path):
+    """Finding 12: three 100 MB display() messages are dropped unread by the grader's sockets: its peak
+    memory stays that of a notebook that displays nothing, and the notebook is still graded."""
+    small = _notebook(tmp_path / "a", "00_small.ipynb", "x = 1", "q3.check(1)")
+    big = _notebook(tmp_path / "b", "00_display.ipynb",
+                    "from IPython.display import display\nfor _ in range(3):\n"
+                    "    display({'text/plain': 'x' * (100 << 20)}, raw=True)", "q3.check(1)")
+    base, _ = _grader_peak_mib(small, tmp_path)
+    peak, row = _grader_peak_mib(big, tmp_path)
+    assert row["status"] == "graded" and row["questions"][2]["message"] != "never checked", row
+    assert peak < base + 100, f"the grader peaked at {peak} MiB, {base} MiB for a notebook that displays nothing"

@@ -38,7 +38,8 @@ has empty ``/tmp``, ``/var/tmp`` and ``/dev/shm`` of its own (1 GiB each, gone w
 that shows only its own processes (not the grader's command line), and the submitted folders
 covered (it sees no other learner's notebook); as root its folder is a 1 GiB tmpfs. Without
 namespaces a kernel can read what other users may read and fill shared temporary folders.
-Cleanup removes a folder tree of any depth and each step runs whatever the one before did. Kernels
+A message frame from a kernel larger than 32 MiB (a ``display()`` of hundreds of MB) is dropped
+unread by the grader's sockets. Cleanup removes a folder tree of any depth and each step runs whatever the one before did. Kernels
 run under address-space, process-count and file-size limits, a per-cell and a per-notebook
 deadline; all its processes are killed and its folder removed at the end. Everything
 judging needs is imported before the first kernel starts; while judging, an import of a module not
@@ -55,9 +56,7 @@ digging out the stubs' originals.
 What this cannot stop: a learner who writes the answer from the course's own source (the package
 and the solutions are readable on disk) or digs the switched-off originals out of the stubs' module
 with introspection (that is copying, a matter of academic honesty, not a forged verdict); a kernel
-that burns its CPU share until its deadline; a kernel that sends very large output messages
-(``display()`` of hundreds of MB): the grader receives each whole before dropping it, so its
-memory grows with the largest message; without a PID namespace and as the grader's own user,
+that burns its CPU share until its deadline; without a PID namespace and as the grader's own user,
 a kernel can signal the grader's processes and edit files the grader's user may write (run the
 grader as root, which gives each kernel its own user id, or on a read-only checkout); kernels of
 different users still share the loopback network (without a connection file's key they cannot

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import nbformat
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -46,6 +47,8 @@ NO_NAMESPACES_ENV = "TUTOR_GRADE_NO_NAMESPACES"
 KERNEL_UIDS = range(65500, 65400, -1)
 #: MiB of each kernel's own /tmp, /var/tmp, /dev/shm (in a mount namespace) and of its folder (root)
 DISK_MB = 1024
+#: bytes of one message frame from a kernel: a larger one is dropped unread (a display() of 300 MB)
+MAX_MESSAGE = 32 << 20
 _UNSHARE: dict = {}
 _LEASE = threading.Lock()
 _LEASED: set = set()
@@ -240,6 +243,12 @@ class _JailedKernelManager(AsyncKernelManager):
             os.chown(self.connection_file, *self.owner)
             os.chmod(self.connection_file, 0o600)        # its key: no other kernel may read it
         return list(self.prefix) + cmd
+
+    def client(self, **kwargs):
+        """The client nbclient talks through; its sockets drop a frame larger than MAX_MESSAGE unread."""
+        kc = super().client(**kwargs)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)     # applied to each socket made from it
+        return kc
 
 
 class _QuietClient(NotebookClient):
