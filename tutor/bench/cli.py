@@ -44,12 +44,13 @@ from .timing import time_side_by_side
 from .train import TRAIN_GPU_IMPLS, TRAIN_IMPLS, train_backend_name, train_runners, train_why_skip
 
 QUICK = dict(T=[128, 256], heads=2, head_dim=16, window=8, repeats=2, impls="dense,unfold,hybrid:auto")
+MAX_T = 1 << 24                 # longest sequence a run may ask for (far past any machine's memory)
 
 
 def check_options(opts) -> Optional[str]:
     """A message naming the bad option, or None."""
-    if any(T < 1 for T in opts.T):
-        return f"--T values must be positive, got {opts.T}"
+    if any(T < 1 or T > MAX_T for T in opts.T):
+        return f"--T values must be from 1 to {MAX_T}, got {opts.T}"
     for name in ("window", "globals"):
         if getattr(opts, name) < 0:
             return f"--{name} must be >= 0, got {getattr(opts, name)}"
@@ -63,7 +64,25 @@ def check_options(opts) -> Optional[str]:
     bad = [i for i in (opts.impls or "").split(",") if i and i not in known]
     if bad:
         return f"--impls: unknown {bad}; choose from {sorted(known)}"
+    if opts.impls is not None and not any(opts.impls.split(",")):
+        return f"--impls names no implementation, got {opts.impls!r}; choose from {sorted(known)}"
+    if opts.device is not None and (not _device_ok(opts.device)
+                                    or torch.device(opts.device).type not in ("cpu", "cuda")):
+        return f"--device must be cpu or cuda (cuda:N), got {opts.device!r}"
+    for name in ("max_gb", "peak_tflops", "peak_gbps"):
+        value = getattr(opts, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            return f"--{name.replace('_', '-')} must be a finite number > 0, got {value}"
     return None
+
+
+def _device_ok(device: str) -> bool:
+    """Does torch read ``device`` as a device at all?"""
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import reprlib
 from typing import List, Optional
 
 import torch
@@ -24,6 +25,19 @@ def type_name(x) -> str:
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
 
 
+def shown(x, most: int = 80) -> str:
+    """``repr(x)`` for feedback, at most about ``most`` characters (a 60 MB string or an int of a
+    million digits is cut, never copied whole or refused by Python's int-to-str limit)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = short.maxlong = most
+    short.maxlist = short.maxtuple = short.maxdict = 8
+    try:
+        text = short.repr(x)
+    except Exception:                   # a learner's __repr__ that raises, a too-long int
+        text = f"<{type_name(x)}>"
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
 def _shape(t: Tensor) -> str:
     return str(tuple(t.shape))
 
@@ -32,6 +46,8 @@ def tensor_problem(got, expected: Tensor, what: str = "your result") -> Optional
     """Type, shape, dtype, device and NaN checks shared by every tensor comparison."""
     if not isinstance(got, Tensor):
         return f"{what} is a {type_name(got)}, but it should be a torch.Tensor of shape {_shape(expected)}."
+    if type(got) not in (Tensor, torch.nn.Parameter):      # a subclass may answer comparisons as it likes
+        return f"{what} is a {type_name(got)}, a subclass of torch.Tensor: return a plain torch.Tensor."
     if got.shape != expected.shape:
         return f"{what} has shape {_shape(got)}, but it should have shape {_shape(expected)}."
     if got.dtype != expected.dtype:

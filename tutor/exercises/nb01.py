@@ -116,7 +116,7 @@ two global tokens) still counts **once**."""
     _congrats = "A set-like rule (any of the reasons) is exactly what the softmax must see: each pair once."
     _reference = count_allowed_pairs_reference
     _compare = compare_int
-    _forbidden = _MASK_BUILDERS
+    _forbidden = _MASK_BUILDERS + ("tutor.costs.hybrid_pairs",)   # the closed form counts the pairs too
     _cases = (Case("no global token", {"T": 10, "window": 2, "global_positions": []}),
               Case("global tokens inside windows", {"T": 12, "window": 2, "global_positions": [0, 5]}),
               Case("neighbouring global tokens", {"T": 20, "window": 3, "global_positions": [3, 4]}),

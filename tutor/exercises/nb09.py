@@ -10,7 +10,7 @@ from torch import Tensor
 from ..conventions import (flash_pairs, from_longformer, from_sliding_window, local_attention_pairs,
                            qa_global_attention_mask, to_flash_window_size)
 from .cases import Case
-from .compare import as_int, compare_pairs, compare_tensor, type_name
+from .compare import as_int, compare_pairs, compare_tensor, shown, type_name
 from .problem import FunctionProblem
 
 NUMBER = "09"
@@ -40,16 +40,18 @@ def _flash_T(case) -> int:
 def compare_flash(got, expected: Tuple[int, int, bool], case) -> Optional[str]:
     """(left, right, causal): ints and a bool, judged by the pairs flash-attn would read."""
     if not isinstance(got, (tuple, list)) or len(got) != 3:
-        return f"you returned {got!r} ({type_name(got)}); return a tuple (left, right, causal)."
+        return f"you returned {shown(got)} ({type_name(got)}); return a tuple (left, right, causal)."
     left, right, causal = got
     if as_int(left) is None or as_int(right) is None:
-        return f"left and right must be ints (flash-attn counts keys), got {left!r} and {right!r}."
+        return f"left and right must be ints (flash-attn counts keys), got {shown(left)} and {shown(right)}."
     if not isinstance(causal, bool):
-        return f"causal must be a bool, got {causal!r} ({type_name(causal)})."
+        return f"causal must be a bool, got {shown(causal)} ({type_name(causal)})."
     T = _flash_T(case)
-    problem = compare_pairs(flash_pairs(T, as_int(left), as_int(right), causal), flash_pairs(T, *expected), case)
+    # flash-attn reads a negative side as unlimited, and a side past T as all of T: same pairs, no overflow
+    sides = [-1 if w < 0 else min(w, T) for w in (as_int(left), as_int(right))]
+    problem = compare_pairs(flash_pairs(T, *sides, causal), flash_pairs(T, *expected), case)
     if problem:
-        return f"flash-attn with window_size=({left}, {right}), causal={causal} at T={T}: " + problem
+        return f"flash-attn with window_size=({shown(left)}, {shown(right)}), causal={causal} at T={T}: " + problem
     return None
 
 

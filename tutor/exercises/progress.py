@@ -33,7 +33,8 @@ PROGRESS_ENV = "TUTOR_PROGRESS_FILE"
 VERSION = 1
 MAX_BYTES = 1 << 20
 MAX_ATTEMPTS = 10 ** 9
-LOCK_WAIT = 10.0               # seconds a writer waits for the lock before giving up with a warning
+LOCK_WAIT = 1.0                # seconds a writer waits for the lock before giving up with a warning
+STUCK_FOR = 60.0               # after giving up, seconds during which a held lock is not waited for again
 
 _KEEP = {"progress": True}
 
@@ -152,6 +153,9 @@ def save(data: Dict, path: Optional[Path] = None) -> None:
     write_atomically(path, json.dumps(data, indent=1, sort_keys=True), prefix=".progress-")
 
 
+_STUCK: Dict[str, float] = {}   # progress file -> when its lock was last found held too long
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``<path>.lock`` (waits at most LOCK_WAIT seconds)."""
@@ -162,13 +166,16 @@ def _locked(path: Path) -> Iterator[None]:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path}.lock is not a regular file")
         waited = 0.0
+        patience = 0.0 if time.monotonic() - _STUCK.get(str(path), -STUCK_FOR) < STUCK_FOR else LOCK_WAIT
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _STUCK.pop(str(path), None)
                 break
             except BlockingIOError:
-                if waited >= LOCK_WAIT:
-                    raise OSError(f"another process has held {path}.lock for {LOCK_WAIT:g} s") from None
+                if waited >= patience:       # once stuck, later checks do not wait again for a while
+                    _STUCK[str(path)] = time.monotonic()
+                    raise OSError(f"another process holds {path}.lock") from None
                 time.sleep(0.01)
                 waited += 0.01
         yield
@@ -182,6 +189,8 @@ def _update(change, path: Optional[Path] = None) -> None:
     A corrupt file is renamed to ``<name>.corrupt-<time>`` (a backup) before starting afresh.
     """
     path = Path(path) if path is not None else progress_path()
+    if path.is_symlink() and (path.is_file() or not path.exists()):   # kept elsewhere: update it there
+        path = Path(os.path.realpath(path))
     with _locked(path):
         try:
             raw = _read_bytes(path)

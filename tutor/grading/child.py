@@ -9,10 +9,13 @@ verdict, so nothing the learner changes here can forge one.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Any, Dict, Optional
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .. import exercises
 from ..exercises.feedback import Result, is_blank
@@ -80,6 +83,37 @@ def _error(exc: BaseException):
     return (kind, type(exc).__name__, str(exc)[:500])
 
 
+class NoAutograd(TorchDispatchMode):
+    """While an answer to a backward question runs: every operator that autograd would run is refused,
+    whatever route reaches it (``torch.autograd.*``, ``Tensor.backward``, ``torch.func``, a
+    ``grad_fn`` called by hand, an aten ``*_backward`` op): an op on a tensor that requires grad or
+    has a ``grad_fn``, an op run by the autograd engine, an op whose name says backward."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        if ("backward" in name or torch._C._current_autograd_node() is not None
+                or any(isinstance(t, torch.Tensor) and (t.requires_grad or t.grad_fn is not None)
+                       for t in tree_leaves((args, kwargs)))):
+            raise stubs.WriteItYourself(f"autograd (`{name}`) computes this gradient for you, so it is switched "
+                                        f"off while grading: write the backward pass yourself.")
+        return func(*args, **kwargs)
+
+
+def forbids_autograd(q) -> bool:
+    """Does question ``q`` forbid autograd (its watched functions include ``torch.autograd``'s)?"""
+    return any(getattr(fn, "__module__", "").startswith("torch.autograd") for fn in q.watched())
+
+
+@contextlib.contextmanager
+def _no_autograd(on: bool):
+    if not on:
+        yield
+        return
+    with torch.no_grad(), NoAutograd():
+        yield
+
+
 #: probes the grader may ask for (:func:`tutor.exercises.sandbox.probe_with_limit`): name -> probe(fn, args)
 PROBES = {"largest_storage": largest_storage, "lines_run": lines_run}
 
@@ -94,7 +128,7 @@ def call(qid: str, inp: str, out: str, seconds: float, probe: Optional[str] = No
     fn, call_args = ((_ANSWERS[qid], tuple(args)) if probe is None else
                      (PROBES[probe], (_ANSWERS[qid], tuple(args))))
     try:
-        with stubs.allowing(q.watched()), pinned_torch():
+        with stubs.allowing(q.watched()), pinned_torch(), _no_autograd(forbids_autograd(q)):
             value, error = call_with_limit(fn, call_args, seconds)
     except BaseException as exc:      # the learner's code ended the call some other way
         value, error = None, exc

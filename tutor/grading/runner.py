@@ -2,15 +2,19 @@
 deadlines, and nothing left running afterwards.
 
 :class:`NotebookKernel` copies the notebook into a fresh private temporary folder and starts a
-kernel there (nbclient / jupyter_client) through :mod:`tutor.grading.jail`: a new PID namespace
-when ``unshare`` allows it (the kernel then sees no process of the grader or of another notebook,
-and the namespace dies with it), else a child subreaper in its own session. The kernel runs with a
-clean environment (no variable of the grader's), as ``nobody`` when the grader is root and
-``nobody`` may run this Python, under an address-space, process-count (a ``pids`` cgroup where one
-can be made, else RLIMIT_NPROC, which binds only a non-root user) and file-size limit. Each cell has a wall-clock limit and the whole
-notebook a deadline; on leaving, the kernel's whole process tree is killed, stragglers are found by
-a token in their environment, and the folder is removed. The kernel's output is dropped (only
-errors are counted): the grader never reads what the notebook prints.
+kernel there (nbclient / jupyter_client) through :mod:`tutor.grading.jail`: a new mount and PID
+namespace when ``unshare`` allows it (the kernel then sees no process of the grader or of another
+notebook, has temporary folders of its own, and the namespace dies with it), else a child
+subreaper in its own session. The kernel runs with a clean environment (no variable of the
+grader's), as a user id of its own when the grader is root (a Python inside a folder closed to
+others is shown read-only through a mount namespace; without one the grader refuses rather than
+run kernels as root, unless ``--allow-root-kernels``: :func:`kernel_user`), under an
+address-space, process-count (a ``pids`` cgroup where one can be made, else RLIMIT_NPROC, which
+binds only a non-root user) and file-size limit. Each cell has a wall-clock limit and the whole
+notebook a deadline; on leaving, the kernel's whole process tree is killed, then every process of
+its ``pids`` cgroup (which holds every descendant, however it detached or re-executed itself),
+stragglers are found by a token in their environment, and the folder is removed. The kernel's
+output is dropped (only errors are counted): the grader never reads what the notebook prints.
 """
 from __future__ import annotations
 
@@ -18,15 +22,18 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import nbformat
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -34,19 +41,36 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from . import jail
 
 TOKEN_ENV = "TUTOR_SANDBOX_TOKEN"
-NOBODY = 65534
+#: set to 1 to grade without namespaces even where ``unshare`` works (the fallback, for tests and CI)
+NO_NAMESPACES_ENV = "TUTOR_GRADE_NO_NAMESPACES"
+#: user ids the kernels run as when the grader is root, one per running kernel (ids of no account)
+KERNEL_UIDS = range(65500, 65400, -1)
+#: MiB of each kernel's own /tmp, /var/tmp, /dev/shm (in a mount namespace) and of its folder (root)
+DISK_MB = 1024
+#: bytes of one message frame from a kernel: a larger one is dropped unread (a display() of 300 MB)
+MAX_MESSAGE = 32 << 20
 _UNSHARE: dict = {}
+_LEASE = threading.Lock()
+_LEASED: set = set()
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]          # the folder holding `tutor`
+
+
+class UnsafeKernel(RuntimeError):
+    """The grader would have to run the learners' kernels as root; it refuses (see :func:`kernel_user`)."""
 
 
 def _unshare_prefix() -> List[str]:
-    """``unshare --pid --fork --kill-child`` (with a user namespace when not root) if it works here."""
+    """``unshare --mount --pid --fork --kill-child`` (with a user namespace when not root) if it works
+    here and :data:`NO_NAMESPACES_ENV` is not set."""
     if "prefix" not in _UNSHARE:
         _UNSHARE["prefix"] = []
         exe = shutil.which("unshare")
         for extra in ([], ["--user", "--map-root-user"]):
-            cmd = [exe, *extra, "--pid", "--fork", "--kill-child"] if exe else None
+            cmd = [exe, *extra, "--mount", "--pid", "--fork", "--kill-child"] if exe else None
+            if not cmd or os.environ.get(NO_NAMESPACES_ENV) == "1":
+                break
             try:
-                if cmd and subprocess.run(cmd + ["true"], capture_output=True, timeout=10).returncode == 0:
+                if subprocess.run(cmd + ["true"], capture_output=True, timeout=10).returncode == 0:
                     _UNSHARE["prefix"] = cmd
                     break
             except (OSError, subprocess.SubprocessError):
@@ -54,16 +78,134 @@ def _unshare_prefix() -> List[str]:
     return list(_UNSHARE["prefix"])
 
 
-def _nobody_can_run() -> bool:
-    """Root only drops the kernel to ``nobody`` when ``nobody`` may run this Python and read tutor."""
-    if "nobody" not in _UNSHARE:
-        probe = [sys.executable, "-I", jail.__file__, "--uid", str(NOBODY), "--gid", str(NOBODY), "--",
-                 sys.executable, "-c", f"import os; os.stat({str(Path(__file__).resolve())!r})"]
+def _runtime_paths() -> List[Path]:
+    """What a kernel must reach: this Python, its prefixes, torch and the folder holding tutor."""
+    import torch
+    return [Path(p).resolve() for p in (sys.executable, sys.prefix, sys.base_prefix, PACKAGE_ROOT,
+                                        Path(torch.__file__).parent)]
+
+
+def closed_paths() -> List[str]:
+    """For each runtime path below a folder that others may not enter (``/root`` at 0700 holding a
+    pyenv Python), the child of that folder on the way to it: what a mount namespace must expose."""
+    exposed = set()
+    for path in _runtime_paths():
+        closed = jail.closed_ancestor(str(path))
+        if closed is not None and path != Path(closed):
+            exposed.add(str(Path(closed) / path.relative_to(closed).parts[0]))
+    return sorted(exposed)
+
+
+def writable_by(uids, roots: List[Path]) -> List[str]:
+    """Files and folders under ``roots`` (and the roots' parents) that one of the users ``uids`` may
+    change: owned by it, or writable by others. Links are not followed."""
+    uids = set(uids)
+    found = []
+    def changeable(path: str) -> bool:
         try:
-            _UNSHARE["nobody"] = subprocess.run(probe, capture_output=True, timeout=30, cwd="/").returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            _UNSHARE["nobody"] = False
-    return _UNSHARE["nobody"]
+            info = os.lstat(path)
+        except OSError:
+            return False
+        return not stat.S_ISLNK(info.st_mode) and (info.st_uid in uids or bool(info.st_mode & 0o002))
+    for root in roots:
+        found += [str(p) for p in root.parents if changeable(str(p)) and not p.stat().st_mode & stat.S_ISVTX]
+        for folder, dirs, files in os.walk(root):
+            found += [os.path.join(folder, n) for n in (".", *dirs, *files) if changeable(os.path.join(folder, n))]
+            if len(found) > 20:
+                break
+    return found
+
+
+@dataclass(frozen=True)
+class KernelUser:
+    """Who the kernels run as: ``uids`` empty is the grader's own user (then kernels cannot be kept
+    apart and the grader runs one at a time); else each running kernel has one of ``uids`` to itself.
+    ``expose`` as in :mod:`.jail`."""
+    uids: Tuple[int, ...]
+    expose: Tuple[str, ...]
+    described: str
+
+    @property
+    def separate(self) -> bool:
+        """Kernels of different notebooks run as different users (they may run at once)."""
+        return bool(self.uids)
+
+    def lease(self) -> Optional[int]:
+        """A user id no running kernel has (None: the grader's own user); give it back with :meth:`release`."""
+        if not self.uids:
+            return None
+        with _LEASE:
+            for uid in self.uids:
+                if uid not in _LEASED:
+                    _LEASED.add(uid)
+                    return uid
+        raise RuntimeError(f"more than {len(self.uids)} kernels at once")
+
+    @staticmethod
+    def release(uid: Optional[int]) -> None:
+        with _LEASE:
+            _LEASED.discard(uid)
+
+
+def _has_account(uid: int) -> bool:
+    import pwd
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _probe_user(uid: int, expose: List[str]) -> bool:
+    """Can ``uid`` run this Python and read tutor and torch (through ``expose`` in a mount namespace)?"""
+    import torch
+    files = [str(Path(__file__).resolve()), str(Path(torch.__file__).resolve())]
+    probe = [*(_unshare_prefix() if expose else []), sys.executable, "-I", jail.__file__,
+             *[a for path in expose for a in ("--expose", path)], "--uid", str(uid), "--gid", str(uid), "--",
+             sys.executable, "-I", "-c", f"import os; [os.stat(f) for f in {files!r}]"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=60, cwd="/").returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def kernel_user(allow_root: bool = False) -> KernelUser:
+    """Who the kernels run as; never root without ``allow_root``.
+
+    Not root: the grader's own user. Root: one user id of :data:`KERNEL_UIDS` per running kernel
+    (no account has them, so kernels cannot read each other's files, connection files included, and
+    each has its own process limit); they must be able to run this Python (a Python inside a closed
+    folder is exposed read-only through a mount namespace where ``unshare`` allows one) and must not
+    be able to change the tutor package or torch. Otherwise
+    :class:`UnsafeKernel`, unless ``allow_root`` (``--allow-root-kernels``): then the kernels run as
+    root and can change everything, the grader included."""
+    key = ("user", allow_root)
+    if key in _UNSHARE:
+        return _UNSHARE[key]
+    if os.geteuid() != 0:
+        user = KernelUser((), (), "the grader's own user")
+    else:
+        closed = closed_paths() if _unshare_prefix() else []
+        uids = tuple(u for u in KERNEL_UIDS if not _has_account(u))[:32]
+        if uids and _probe_user(uids[0], closed):
+            changeable = writable_by(uids, [PACKAGE_ROOT / "tutor", *_runtime_paths()[-1:]])
+            if changeable:
+                raise UnsafeKernel(f"the kernels' users could change files the grader runs: "
+                                   f"{', '.join(changeable[:3])}; make them read-only for others")
+            how = f"; {', '.join(closed)} shown read-only in a mount namespace" if closed else ""
+            user = KernelUser(uids, tuple(closed), f"a user id of their own ({uids[-1]}-{uids[0]}{how})")
+        elif allow_root:
+            user = KernelUser((), (), "root (--allow-root-kernels: a kernel can change anything)")
+        else:
+            where = ", ".join(os.path.dirname(p) for p in closed_paths()) or sys.executable
+            raise UnsafeKernel(
+                f"refusing to run learners' kernels as root: other users cannot run {sys.executable} "
+                f"(it lies under {where}, closed to other users) and no mount namespace can expose it "
+                f"(unshare --mount is unavailable or {NO_NAMESPACES_ENV}=1). Install a Python that other "
+                f"users may run, run the grader as an ordinary user, or pass --allow-root-kernels to run "
+                f"the kernels as root anyway (they could then change the grader and its files).")
+    _UNSHARE[key] = user
+    return user
 
 
 def _pids_cgroup(nproc: int) -> Optional[Path]:
@@ -85,9 +227,9 @@ def _pids_cgroup(nproc: int) -> Optional[Path]:
 
 
 def isolation() -> str:
-    """How kernels are isolated on this machine, in words: ``"a new PID namespace (unshare)"`` or
+    """How kernels are isolated on this machine, in words: ``"a new mount and PID namespace (unshare)"`` or
     ``"a subreaper in its own session"``."""
-    return "a new PID namespace (unshare)" if _unshare_prefix() else "a subreaper in its own session"
+    return "a new mount and PID namespace (unshare)" if _unshare_prefix() else "a subreaper in its own session"
 
 
 class _JailedKernelManager(AsyncKernelManager):
@@ -99,7 +241,14 @@ class _JailedKernelManager(AsyncKernelManager):
         cmd = super().format_kernel_cmd(extra_arguments)
         if self.owner is not None:
             os.chown(self.connection_file, *self.owner)
+            os.chmod(self.connection_file, 0o600)        # its key: no other kernel may read it
         return list(self.prefix) + cmd
+
+    def client(self, **kwargs):
+        """The client nbclient talks through; its sockets drop a frame larger than MAX_MESSAGE unread."""
+        kc = super().client(**kwargs)
+        kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)     # applied to each socket made from it
+        return kc
 
 
 class _QuietClient(NotebookClient):
@@ -115,7 +264,7 @@ class _QuietClient(NotebookClient):
 
 
 def _clean_env(folder: Path, token: str) -> dict:
-    package_root = str(Path(__file__).resolve().parents[2])        # the folder holding `tutor`
+    package_root = str(PACKAGE_ROOT)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(folder),
            "TMPDIR": str(folder), "PYTHONPATH": package_root, "PYTHONDONTWRITEBYTECODE": "1",
            "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(folder / ".mpl"), "IPYTHONDIR": str(folder / ".ipython"),
@@ -144,14 +293,35 @@ def sweep(token: str) -> int:
     return killed
 
 
+def hideable(folders) -> List[str]:
+    """The submission ``folders`` a kernel need not see: none holding the package, the runtime or the
+    temporary folder."""
+    needed = [*_runtime_paths(), Path(tempfile.gettempdir()).resolve()]
+    hidden = []
+    for folder in {str(Path(f).resolve()) for f in folders}:
+        inside = [p for p in needed if p == Path(folder) or Path(folder) in p.parents]
+        if folder != "/" and not inside:
+            hidden.append(folder)
+    return sorted(hidden)
+
+
+def _run_quietly(*cmd: str) -> bool:
+    try:
+        return subprocess.run(list(cmd), capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 class NotebookKernel:
     """Context manager: one notebook's sandboxed kernel (see the module docstring)."""
 
     def __init__(self, nb, cell_timeout: float = 60, deadline: float = 600, memory_mb: int = 4096,
-                 nproc: int = 256, kernel_name: str = "python3"):
+                 nproc: int = 256, kernel_name: str = "python3", allow_root: bool = False, hide=()):
         self.nb = nb
         self.cell_timeout, self.deadline = cell_timeout, deadline
         self.memory_mb, self.nproc, self.kernel_name = memory_mb, nproc, kernel_name
+        self.allow_root, self.hide = allow_root, tuple(hide)
+        self.quota = False              # the kernel's folder is a size-limited tmpfs of its own
         self.expired = False            # the notebook deadline passed and the kernel was killed
         self.dead = False               # the kernel is gone (died, killed, or stuck and stopped)
         self.running_cell = 0
@@ -168,14 +338,19 @@ class NotebookKernel:
         return self
 
     def _start(self) -> None:
-        root = os.geteuid() == 0 and _nobody_can_run()
+        user = kernel_user(self.allow_root)             # raises UnsafeKernel rather than run as root
+        self.uid = user.lease()
         self.cgroup = _pids_cgroup(self.nproc)
-        owner = (NOBODY, NOBODY) if root else None
+        owner = (self.uid, self.uid) if self.uid is not None else None
         self.out_dir = self.folder / "out"
         self.out_dir.mkdir()
         (self.folder / "in").mkdir()                     # written by the grader only
-        if owner:
-            os.chmod(self.folder, 0o755)
+        if owner:                                        # root:  this kernel's group may enter, no other kernel
+            for folder in (self.folder, self.folder / "in"):
+                os.chown(folder, 0, self.uid)
+                os.chmod(folder, 0o750)
+            self.quota = _run_quietly("mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m,mode=0700,uid={self.uid},"
+                                      f"gid={self.uid},nosuid,nodev", "tmpfs", str(self.out_dir))
             os.chown(self.out_dir, *owner)
             os.chmod(self.out_dir, 0o700)
             for sub in (".mpl", ".ipython"):
@@ -185,10 +360,18 @@ class NotebookKernel:
         km = _JailedKernelManager(kernel_name=self.kernel_name)
         km.connection_file = str(self.folder / "kernel.json")
         km.owner = owner
+        closed_tmp = jail.closed_ancestor(str(self.folder))
+        if owner and closed_tmp and not _unshare_prefix():
+            raise UnsafeKernel(f"the kernel's folder {self.folder} lies under {closed_tmp}, closed to the kernels' "
+                               f"users, and no mount namespace can expose it: set TMPDIR to a folder others may enter")
         km.prefix = _unshare_prefix() + [sys.executable, "-I", jail.__file__, "--memory-mb", str(self.memory_mb),
                                         "--nproc", str(self.nproc), "--fsize-mb", "512",
                                         *(["--cgroup", str(self.cgroup)] if self.cgroup else []),
-                                        *(["--uid", str(NOBODY), "--gid", str(NOBODY)] if root else []), "--"]
+                                        *[a for path in user.expose for a in ("--expose", path)],
+                                        *(["--expose-rw", str(self.folder), "--temporary-mb", str(DISK_MB),
+                                           *[a for f in self.hide for a in ("--hide", f)]]
+                                          if _unshare_prefix() else []),
+                                        *(["--uid", str(self.uid), "--gid", str(self.uid)] if owner else []), "--"]
         self.km = km
         self.client = _QuietClient(self.nb, km=km, timeout=self.cell_timeout, allow_errors=True,
                                    shutdown_kernel="immediate", startup_timeout=max(60, self.cell_timeout),
@@ -223,6 +406,27 @@ class NotebookKernel:
                 except OSError:
                     pass
         sweep(self.token)
+        self._kill_cgroup()
+
+    def _kill_cgroup(self) -> None:
+        """SIGKILL every process of the kernel's cgroup until none is left: it holds every descendant,
+        however it detached (``setsid``, a dead jail, a re-exec with a clean environment)."""
+        cgroup = getattr(self, "cgroup", None)
+        if cgroup is None:
+            return
+        for _ in range(200):
+            try:
+                pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                return
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.02)
 
     def _expire(self) -> None:
         self.expired = True
@@ -230,20 +434,42 @@ class NotebookKernel:
         self._kill_tree()
 
     def __exit__(self, *exc) -> None:
+        for step in (self._stop_timer, self._kill_tree, self._close_setup, self._sweep, self._kill_cgroup,
+                     self._remove_folder, self._remove_cgroup):
+            try:                                       # each step runs whatever the one before did
+                step()
+            except Exception:
+                pass
+        KernelUser.release(getattr(self, "uid", None))
+
+    def _stop_timer(self) -> None:
         timer = getattr(self, "_timer", None)
         if timer is not None:
             timer.cancel()
-        self._kill_tree()
+
+    def _close_setup(self) -> None:
         setup = getattr(self, "_setup", None)
         if setup is not None:
-            try:
-                setup.__exit__(None, None, None)
-            except Exception:
-                pass
+            setup.__exit__(None, None, None)
+
+    def _sweep(self) -> None:
         for _ in range(3):
             sweep(self.token)
             time.sleep(0.05)
-        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _remove_folder(self) -> None:
+        """Remove the kernel's folder, however deep (``rm -rf`` walks what ``shutil.rmtree`` cannot)."""
+        if self.quota:
+            _run_quietly("umount", "-l", str(self.out_dir))
+        try:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        except RecursionError:
+            pass
+        if os.path.lexists(self.folder):
+            _run_quietly("chmod", "-R", "u+rwX", str(self.folder))
+            _run_quietly("rm", "-rf", "--one-file-system", str(self.folder))
+
+    def _remove_cgroup(self) -> None:
         cgroup = getattr(self, "cgroup", None)
         if cgroup is not None:
             for _ in range(20):

@@ -11,46 +11,102 @@ never leave this process, so whatever the notebook does to its own copy of them 
 """
 from __future__ import annotations
 
+import importlib.abc
 import io
 import keyword
 import os
 import secrets
 import stat
+import sys
+import threading
+import zipfile
 from typing import Any, List, Optional, Tuple
 
 import torch
 
 from ..exercises.feedback import Result
-from ..exercises.sandbox import RemoteCall, TimeLimitExceeded, time_limit
+from ..exercises.sandbox import RemoteCall, TimeLimitExceeded, pinned_torch, time_limit
 
-MAX_BYTES = 64 << 20          # what one answer may send back
+MAX_BYTES = 64 << 20          # what one answer may send back, as a file
+MAX_DECODED = 256 << 20       # bytes of tensors and strings once decoded, each occurrence counted
+MAX_ITEMS = 1_000_000         # objects visited once decoded, each occurrence counted
 MAX_DEPTH = 8
 GRACE = 5.0                    # seconds past the answer's own time limit before the kernel is stopped
 
 
 class NotPlainData(ValueError):
-    """What the kernel sent back is not plain data (or not there)."""
+    """What the kernel sent back is not plain data (or not there, or too large once decoded)."""
 
 
-def _plain(x, depth: int = 0):
-    """``x`` if it holds only tensors, numbers, strings, None, lists, tuples and dicts."""
+def _overlaps(x: torch.Tensor) -> bool:
+    """Does ``x`` read an element of its storage twice (an ``expand``, a stride 0, overlapping strides)?"""
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(x.stride(), x.shape) if sz > 1):
+        if stride < expected:
+            return True
+        expected = stride * size
+    return False
+
+
+class _Budget:
+    """What decoding may still cost: bytes and items, each occurrence of a shared object counted again."""
+
+    def __init__(self):
+        self.bytes, self.items = MAX_DECODED, MAX_ITEMS
+
+    def spend(self, nbytes: int) -> None:
+        self.bytes -= nbytes
+        self.items -= 1
+        if self.bytes < 0 or self.items < 0:
+            raise NotPlainData(f"larger than {MAX_DECODED >> 20} MiB or {MAX_ITEMS} objects once decoded")
+
+
+def _plain(x, depth: int = 0, budget: Optional[_Budget] = None):
+    """``x`` if it holds only tensors, numbers, strings, None, lists, tuples and dicts, within the
+    limits of depth, decoded size and object count; every tensor gets a storage of its own."""
+    budget = budget or _Budget()
     if depth > MAX_DEPTH:
         raise NotPlainData("nested too deeply")
     if isinstance(x, torch.Tensor):
         if type(x) not in (torch.Tensor, torch.nn.Parameter) or x.layout != torch.strided:
             raise NotPlainData(f"a {type(x).__name__} is not a plain torch.Tensor")
-        return x.detach() if type(x) is torch.nn.Parameter else x
-    if x is None or type(x) in (bool, int, float, complex, str):
+        if x.device.type != "cpu" or _overlaps(x):
+            raise NotPlainData("a tensor that repeats its elements (expanded or overlapping) or is not on the CPU")
+        budget.spend(x.numel() * x.element_size())
+        return x.detach().clone()                  # its own storage: no aliasing between answers' tensors
+    if x is None or type(x) in (bool, int, float, complex):
+        budget.spend(0)
+        return x
+    if type(x) is str:
+        budget.spend(len(x))
         return x
     if type(x) in (list, tuple):
-        return type(x)(_plain(v, depth + 1) for v in x)
+        budget.spend(0)
+        return type(x)(_plain(v, depth + 1, budget) for v in x)
     if type(x) is dict:
-        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in x.items()}
+        budget.spend(0)
+        return {_plain(k, depth + 1, budget): _plain(v, depth + 1, budget) for k, v in x.items()}
     raise NotPlainData(f"a {type(x).__name__} is not plain data")
 
 
+def _stored_only(data: bytes) -> None:
+    """A ``torch.save`` file whose entries are stored, not compressed, and add up to at most
+    MAX_BYTES: nothing in it expands when read (a deflated entry could hold gigabytes)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise NotPlainData("not a torch.save file") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries):
+        raise NotPlainData("compressed entries are not accepted")
+    if sum(e.file_size for e in entries) > MAX_BYTES:
+        raise NotPlainData(f"larger than {MAX_BYTES >> 20} MiB once unpacked")
+
+
 def load_plain(path: str) -> Any:
-    """Read what the kernel wrote at ``path``: a regular file, at most MAX_BYTES, plain data only."""
+    """Read what the kernel wrote at ``path``: a regular file, at most MAX_BYTES, stored (not
+    compressed) entries only, plain data only, within MAX_DECODED bytes, MAX_ITEMS objects and
+    MAX_DEPTH levels once decoded; expanded or overlapping tensors are refused."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
@@ -63,11 +119,20 @@ def load_plain(path: str) -> Any:
             data = f.read(MAX_BYTES + 1)
     finally:
         os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise NotPlainData("the answer file is not a small regular file")
+    _stored_only(data)
     try:
         obj = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as exc:
         raise NotPlainData(f"not plain data ({type(exc).__name__})") from None
     return _plain(obj)
+
+
+def _saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def _write_new(path: str, obj) -> None:
@@ -180,9 +245,50 @@ def _describe(kernel, qid: str) -> dict:
         else {"kind": "opaque", "type": "unreadable"}
 
 
+_JUDGING = threading.local()
+
+
+class _NoImportWhileJudging(importlib.abc.MetaPathFinder):
+    """Refuses, in a thread that is judging, every import of a module not loaded yet: a kernel may
+    have written its file (the checker then fails closed: "could not judge")."""
+
+    def find_spec(self, name, path=None, target=None):
+        if getattr(_JUDGING, "on", False):
+            raise ImportError(f"{name} was not imported before grading began: the grader imports nothing "
+                              f"while judging")
+        return None
+
+
+def prepare(questions) -> None:
+    """Import, before the first kernel starts, everything judging ``questions`` needs (references and
+    forbidden functions resolved), and refuse new imports while judging from then on."""
+    import importlib
+    for name in ("tutor.exercises.compare", "tutor.exercises.footprint", "tutor.exercises.loops",
+                 "torch.utils._device", "torch.fx.experimental.symbolic_shapes",    # what checkers load lazily
+                 "encodings.cp437"):                                               # zipfile, lazily
+        importlib.import_module(name)
+    with pinned_torch():
+        data = _saved([torch.zeros(1), 1])
+        _stored_only(data)
+        _plain(torch.load(io.BytesIO(data), weights_only=True))
+    for q in questions:
+        q.watched()
+    if not any(isinstance(f, _NoImportWhileJudging) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoImportWhileJudging())
+
+
 def judge(kernel, questions) -> List[Result]:
-    """One Result per question, judged here from what the kernel's learner checked."""
+    """One Result per question, judged here from what the kernel's learner checked (nothing is
+    imported meanwhile: see :func:`prepare`)."""
     infos = [(q, _describe(kernel, q.id)) for q in questions]
+    _JUDGING.on = True
+    try:
+        return _judge(kernel, infos)
+    finally:
+        _JUDGING.on = False
+
+
+def _judge(kernel, infos) -> List[Result]:
     results = []
     for q, info in infos:
         kind = info["kind"]
