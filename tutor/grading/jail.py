@@ -53,24 +53,35 @@ def kill_descendants(root: int) -> None:
     As PID 1 of a PID namespace there is nothing to do: the kernel kills the namespace when we exit."""
     if os.getpid() == 1:
         return
-    for _ in range(50):
-        below, frontier = set(), {root}
+
+    def below() -> set:
+        found, frontier = set(), {root}
         while frontier:
-            frontier = _children_of(frontier) - below
-            below |= frontier
-        if not below:
+            frontier = _children_of(frontier) - found
+            found |= frontier
+        return found
+    kill_until_gone(below, rounds=50, pause=0.05, reap=True)
+
+
+def kill_until_gone(find, *, rounds: int, pause: float, reap: bool = False) -> None:
+    """SIGKILL the processes ``find()`` names, again and again, until it names none (at most ``rounds``
+    times, ``pause`` seconds apart); ``reap``: also collect the ones that were our children."""
+    for _ in range(rounds):
+        pids = find()
+        if not pids:
             return
-        for pid in below:
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        time.sleep(0.05)
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+        time.sleep(pause)
+        if reap:
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+            except ChildProcessError:
                 pass
-        except ChildProcessError:
-            pass
 
 
 def closed_ancestor(path: str):

@@ -79,9 +79,9 @@ def _unshare_prefix() -> List[str]:
 
 
 def _runtime_paths() -> List[Path]:
-    """What a kernel must reach: this Python, its prefixes, torch and the folder holding tutor."""
+    """What a kernel must reach: this Python, its prefixes, the tutor package and torch."""
     import torch
-    return [Path(p).resolve() for p in (sys.executable, sys.prefix, sys.base_prefix, PACKAGE_ROOT,
+    return [Path(p).resolve() for p in (sys.executable, sys.prefix, sys.base_prefix, PACKAGE_ROOT / "tutor",
                                         Path(torch.__file__).parent)]
 
 
@@ -94,6 +94,14 @@ def closed_paths() -> List[str]:
         if closed is not None and path != Path(closed):
             exposed.add(str(Path(closed) / path.relative_to(closed).parts[0]))
     return sorted(exposed)
+
+
+def temporary_paths() -> List[str]:
+    """Runtime paths below a temporary folder (a checkout under ``/tmp``) and not below a closed one:
+    a kernel's own empty temporary folders would hide them, so its mount namespace shows them again,
+    read-only."""
+    return sorted({str(p) for p in _runtime_paths() if jail.closed_ancestor(str(p)) is None
+                   and any(str(p).startswith(f + "/") for f in jail.TEMPORARY)})
 
 
 def writable_by(uids, roots: List[Path]) -> List[str]:
@@ -183,9 +191,9 @@ def kernel_user(allow_root: bool = False) -> KernelUser:
     if key in _UNSHARE:
         return _UNSHARE[key]
     if os.geteuid() != 0:
-        user = KernelUser((), (), "the grader's own user")
+        user = KernelUser((), tuple(temporary_paths()) if _unshare_prefix() else (), "the grader's own user")
     else:
-        closed = closed_paths() if _unshare_prefix() else []
+        closed = sorted({*closed_paths(), *temporary_paths()}) if _unshare_prefix() else []
         uids = tuple(u for u in KERNEL_UIDS if not _has_account(u))[:32]
         if uids and _probe_user(uids[0], closed):
             changeable = writable_by(uids, [PACKAGE_ROOT / "tutor", *_runtime_paths()[-1:]])
@@ -414,19 +422,13 @@ class NotebookKernel:
         cgroup = getattr(self, "cgroup", None)
         if cgroup is None:
             return
-        for _ in range(200):
+
+        def members() -> List[int]:
             try:
-                pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+                return [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
             except (OSError, ValueError):
-                return
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.02)
+                return []                              # the cgroup is gone: nothing left to kill
+        jail.kill_until_gone(members, rounds=200, pause=0.02)
 
     def _expire(self) -> None:
         self.expired = True
