@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import List
 
-import torch
 from torch import Tensor
 
 from ..costs import count_allowed

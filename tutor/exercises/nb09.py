@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from torch import Tensor
 
 from ..conventions import (flash_pairs, from_longformer, from_sliding_window, local_attention_pairs,
                            qa_global_attention_mask, to_flash_window_size)

@@ -182,7 +182,7 @@ def read_submitted(path: Path, most: int = 50 << 20) -> str:
     anything but a regular file of at most ``most`` bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
+    except OSError:
         if os.path.islink(path):
             raise LinkRefused(f"a symbolic link (to {os.readlink(path)!r}); submit the notebook itself") from None
         raise
