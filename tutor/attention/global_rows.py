@@ -101,12 +101,15 @@ def global_rows(qg: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, ke
 
 def global_rows_backward(qg: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor,
                          key_padding_mask: Optional[Tensor], causal: bool, scale: float, acc: torch.dtype,
-                         lse: Tensor, out_g: Tensor, dout_g: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+                         lse: Tensor, out_g: Tensor, dout_g: Tensor, *, dk: Optional[Tensor] = None,
+                         dv: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of the global rows, their probabilities recomputed from the saved ``lse`` (B, H, G).
 
     qg, out_g, dout_g: (B, H, G, Dh) the global queries, their output rows and the gradient of
     those rows; k, v: (B, H, T, Dh). Returns ``dqg`` (B, H, G, Dh) and the rows' contributions to
-    ``dk, dv`` (B, H, T, Dh), in ``acc``; invalid slots add exact zeros. With ``D = rowsum(dO * O)``::
+    ``dk, dv`` (B, H, T, Dh), in ``acc``; invalid slots add exact zeros. Given ``dk``, ``dv``
+    (contiguous (B, H, T, Dh) in ``acc``), the contributions are added into them in place, with no
+    (B, H, T, Dh) temporaries, and they are returned. With ``D = rowsum(dO * O)``::
 
         dP = dO V^T,   dS = P * (dP - D),   dqg = scale dS K,   dK = scale dS^T qg,   dV = P^T dO
     """
@@ -118,8 +121,15 @@ def global_rows_backward(qg: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: T
     D = (do * out_g.to(acc).masked_fill(dead, 0)).sum(-1, keepdim=True)    # (B, H, G, 1)
     ds = (do @ zero_padded(v, key_padding_mask, acc).transpose(-1, -2)).sub_(D).mul_(p)  # (B, H, G, T)
     dqg = (ds @ zero_padded(k, key_padding_mask, acc)).mul_(scale)         # (B, H, G, Dh)
-    dk = (ds.transpose(-1, -2) @ qg).mul_(scale)                           # (B, H, T, Dh)
-    dv = p.transpose(-1, -2) @ do                                          # (B, H, T, Dh)
+    B, H, G, T = ds.shape
+    if dk is None:
+        dk = (ds.transpose(-1, -2) @ qg).mul_(scale)                       # (B, H, T, Dh)
+    else:
+        dk.view(B * H, T, -1).baddbmm_(ds.reshape(B * H, G, T).transpose(1, 2), qg.reshape(B * H, G, -1), alpha=scale)
+    if dv is None:
+        dv = p.transpose(-1, -2) @ do                                      # (B, H, T, Dh)
+    else:
+        dv.view(B * H, T, -1).baddbmm_(p.reshape(B * H, G, T).transpose(1, 2), do.reshape(B * H, G, -1))
     return dqg, dk, dv
 
 

@@ -157,9 +157,7 @@ def add_global_rows_grads(plan: BlockedPlan, q, k, v, out, d_out, lse_rows, dq: 
     """The G x T pass of the global rows (:func:`.global_rows.global_rows_backward`): adds to dq at
     their rows and to dk, dv of every key."""
     B, H, Dh, G, idx = plan.B, plan.H, plan.Dh, plan.G, plan.idx
-    dqg, dk_rows, dv_rows = global_rows_backward(
+    dqg, _, _ = global_rows_backward(
         gather_tokens(q, idx), k, v, idx, plan.valid, plan.key_padding_mask, plan.causal, plan.scale, plan.acc,
-        lse_rows, gather_tokens(out, idx), gather_tokens(d_out, idx))     # (B, H, G, Dh), (B, H, T, Dh) x 2
+        lse_rows, gather_tokens(out, idx), gather_tokens(d_out, idx), dk=dk, dv=dv)  # (B, H, G, Dh); dk, dv += in place
     dq.scatter_add_(2, idx[:, None, :, None].expand(B, H, G, Dh), dqg)    # invalid slots add exact zeros
-    dk += dk_rows
-    dv += dv_rows
