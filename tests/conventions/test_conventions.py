@@ -241,3 +241,23 @@ def test_qa_and_cls_global_tokens():
         cv.qa_global_attention_mask(torch.tensor([[0, 5, 6]]), sep)
     with pytest.raises(ValueError, match="input_ids"):
         cv.qa_global_attention_mask(torch.tensor([0, 5, 2]), sep)
+
+
+@pytest.mark.parametrize("bad, error", [(2.5, TypeError), (float("nan"), TypeError), (True, TypeError), ("3", TypeError),
+                                        (-3, ValueError)])
+def test_flash_pairs_judges_its_window_like_every_window(bad, error):
+    """Issue 22, finding 22: flash_pairs took 2.5, NaN and -3 silently; -1 (no limit) is its one negative."""
+    for args in ((bad, 0), (0, bad)):
+        with pytest.raises(error, match="left|right"):
+            cv.flash_pairs(8, *args)
+    with pytest.raises(TypeError, match="causal"):
+        cv.flash_pairs(8, 1, 1, causal=1)
+
+
+def test_pair_functions_take_huge_distances_as_every_key():
+    """A distance past T allows what T allows (10**30 used to overflow a tensor)."""
+    huge = 10 ** 30
+    assert torch.equal(cv.flash_pairs(8, huge, huge), cv.flash_pairs(8, -1, -1))
+    assert torch.equal(cv.longformer_pairs(8, huge), cv.longformer_pairs(8, 16))
+    assert torch.equal(cv.sliding_window_pairs(8, huge), cv.sliding_window_pairs(8, 9))
+    assert torch.equal(cv.bigbird_band_pairs(8, huge), cv.bigbird_band_pairs(8, 8))

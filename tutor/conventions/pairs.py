@@ -11,10 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..arguments import check_int
+from ..arguments import check_flag, check_int
 
 __all__ = ["flash_pairs", "longformer_pairs", "local_attention_pairs", "natten_pairs",
            "sliding_window_pairs", "bigbird_band_pairs"]
+
+
+def _distance(name: str, value, T: int, minimum: int) -> int:
+    """A distance in positions, checked (an int >= ``minimum``) and capped at ``T``: no two positions of
+    a length-T sequence are farther apart, so a larger value allows the same pairs (and 10**30 does
+    not overflow a tensor). ``-1`` (flash-attn's "no limit") stays -1."""
+    value = check_int(name, value, minimum)
+    return value if value < 0 else min(value, T)
 
 
 def _grid(T: int):
@@ -27,6 +35,8 @@ def _grid(T: int):
 def flash_pairs(T: int, left: int, right: int, causal: bool = False) -> Tensor:
     """flash-attn ``window_size=(left, right)``: keys ``i - left .. i + right`` inclusive, -1 = no limit."""
     i, j = _grid(T)
+    left, right = _distance("left", left, T, -1), _distance("right", right, T, -1)
+    causal = check_flag("causal", causal)
     ok = torch.ones(T, T, dtype=torch.bool)
     if left >= 0:
         ok &= j >= i - left
@@ -40,7 +50,7 @@ def flash_pairs(T: int, left: int, right: int, causal: bool = False) -> Tensor:
 def longformer_pairs(T: int, attention_window: int) -> Tensor:
     """Longformer's local attention: ``attention_window // 2`` keys on each side (no global token)."""
     i, j = _grid(T)
-    return (i - j).abs() <= check_int("attention_window", attention_window, 1) // 2   # (T, T)
+    return (i - j).abs() <= _distance("attention_window", attention_window, 2 * T, 1) // 2   # (T, T)
 
 
 def local_attention_pairs(T: int, window_size: int, look_backward: int = 1, look_forward: int = 1,
@@ -84,11 +94,11 @@ def natten_pairs(T: int, kernel_size: int, causal: bool = False) -> Tensor:
 def sliding_window_pairs(T: int, sliding_window: int) -> Tensor:
     """Mistral/Gemma causal ``sliding_window``: ``j <= i`` and ``j > i - sliding_window`` (the query counts)."""
     i, j = _grid(T)
-    return (j <= i) & (j > i - check_int("sliding_window", sliding_window, 1))   # (T, T)
+    return (j <= i) & (j > i - _distance("sliding_window", sliding_window, T + 1, 1))   # (T, T)
 
 
 def bigbird_band_pairs(T: int, block_size: int) -> Tensor:
     """BigBird's sliding part: query block ``q`` reads key blocks ``q - 1 .. q + 1`` (no global, no random)."""
     i, j = _grid(T)
-    b = check_int("block_size", block_size, 1)
+    b = _distance("block_size", block_size, T, 1)
     return ((i // b) - (j // b)).abs() <= 1                              # (T, T)
