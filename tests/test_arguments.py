@@ -215,6 +215,8 @@ QKV = [
     ("v complex", dict(v=torch.ones(B, H, T, Dh, dtype=torch.complex64)), TypeError, r"\bv\b.*complex64"),
     ("k on meta", dict(k=torch.randn(B, H, T, Dh, device="meta")), ValueError, r"\bk\b.*meta"),
     ("v on meta", dict(v=torch.randn(B, H, T, Dh, device="meta")), ValueError, r"\bv\b.*meta"),
+    ("all on meta", dict(q=torch.randn(B, H, T, Dh, device="meta"), k=torch.randn(B, H, T, Dh, device="meta"),
+                         v=torch.randn(B, H, T, Dh, device="meta")), ValueError, r"q, k, v.*meta device"),
 ]
 
 

@@ -156,6 +156,9 @@ def check_qkv(q, k, v) -> None:
     if v.shape != q.shape:                                                 # docs/spec.md: all (B, H, T, Dh)
         raise ValueError(f"v must have the same (B, H, T, Dh) as q: q {tuple(q.shape)}, v {tuple(v.shape)}")
     check_heads("q", q)                                                    # T >= 1 and Dh >= 1
+    if q.device.type == "meta":
+        raise ValueError("q, k, v must hold values (on cpu or cuda), got tensors on the meta device: "
+                         "global tokens and padding are read from the data")
 
 
 def check_pattern(pattern) -> Optional[Callable]:

@@ -268,3 +268,15 @@ def test_layer_bad_construction(kwargs, exc, pattern):
 def test_layer_bad_x(label, x, exc, pattern):
     with pytest.raises(exc, match=pattern):
         HybridSparseAttention(DIM, H, 1)(x)
+
+
+@pytest.mark.parametrize("impl", ["dense", "unfold", "hybrid"])
+def test_meta_tensors_get_a_clear_error_not_a_traceback(impl):
+    """Issue 22, finding 22: the layer (and hybrid attention) on the meta device raised torch's
+    'Tensor.item() cannot be called on meta tensors' from deep inside."""
+    layer = HybridSparseAttention(8, 2, 2, impl=impl).to("meta")
+    with pytest.raises(ValueError, match="meta device"):
+        layer(torch.randn(1, 4, 8, device="meta"))
+    q = torch.randn(1, 2, 4, 4, device="meta")
+    with pytest.raises(ValueError, match="meta device"):
+        sparse_attention(q, q, q, 1, impl=impl)
