@@ -169,7 +169,8 @@ def test_packed_sequences_as_eager_reads_them(kind):
         torch.testing.assert_close(got[:, 9:], alone, atol=1e-4, rtol=0)
 
 
-def test_prefill_reads_a_band_and_a_decoded_token_reads_the_window(monkeypatch):
+def record_lengths(monkeypatch):
+    """A list that gets ``(queries, keys)`` of every ``masked_attention`` call the registered attention makes."""
     seen = []
     original = hf_attention.masked_attention
 
@@ -177,6 +178,11 @@ def test_prefill_reads_a_band_and_a_decoded_token_reads_the_window(monkeypatch):
         seen.append((q.shape[2], k.shape[2]))
         return original(q, k, v, allowed, **kw)
     monkeypatch.setattr(hf_attention, "masked_attention", spy)
+    return seen
+
+
+def test_prefill_reads_a_band_and_a_decoded_token_reads_the_window(monkeypatch):
+    seen = record_lengths(monkeypatch)
     _, ours = pair("mistral")                                              # every layer sliding
     T = 3 * QUERY_CHUNK + 17
     ids = torch.randint(1, 64, (1, T), generator=torch.Generator().manual_seed(2))
@@ -189,13 +195,7 @@ def test_prefill_reads_a_band_and_a_decoded_token_reads_the_window(monkeypatch):
 
 
 def test_full_layers_read_the_whole_prefix_sliding_layers_only_the_window(monkeypatch):
-    seen = []
-    original = hf_attention.masked_attention
-
-    def spy(q, k, v, allowed, **kw):
-        seen.append((q.shape[2], k.shape[2]))
-        return original(q, k, v, allowed, **kw)
-    monkeypatch.setattr(hf_attention, "masked_attention", spy)
+    seen = record_lengths(monkeypatch)
     _, ours = pair("gpt_oss")                                              # sliding, full
     ids = torch.randint(1, 64, (1, 30), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
